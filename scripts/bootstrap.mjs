@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+// Installs what tapnet needs on a fresh Debian machine, idempotently, then builds.
+// Dependency-free on purpose: it runs before node_modules exists.
+//   node scripts/bootstrap.mjs [--profile test|demo|bench|dev]
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const profile = args.includes('--profile') ? args[args.indexOf('--profile') + 1] : 'dev';
+
+/** Debian packages per profile. Runtime needs only libnftables1; the rest are test oracles, peers and fixtures. */
+const PACKAGES = {
+  dev: ['libnftables1', 'nftables', 'iproute2', 'util-linux'],
+  test: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins'],
+  demo: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins'],
+  bench: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins', 'netavark', 'iptables'],
+};
+
+const log = (m) => process.stderr.write(`bootstrap: ${m}\n`);
+
+function missingDebs(pkgs) {
+  return pkgs.filter((p) => {
+    const r = spawnSync('dpkg-query', ['-W', '-f=${Status}', p], { encoding: 'utf8' });
+    return r.status !== 0 || !r.stdout.includes('install ok installed');
+  });
+}
+
+function ensureDebs(pkgs) {
+  if (process.platform !== 'linux') return log('not Linux: skipping Debian packages');
+  if (spawnSync('dpkg-query', ['--version']).status !== 0) return log('no dpkg: install the equivalents of ' + pkgs.join(' '));
+  const missing = missingDebs(pkgs);
+  if (missing.length === 0) return;
+  if (process.getuid?.() !== 0) {
+    log(`missing Debian packages ${missing.join(' ')} and not root: install them with apt-get`);
+    return;
+  }
+  log(`installing ${missing.join(' ')}`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+  execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], { stdio: 'inherit', env });
+}
+
+function mtime(p) {
+  try {
+    return statSync(p).mtimeMs;
+  } catch {
+    return 0;
+  }
+}
+
+function ensureNodeModules() {
+  const lock = join(root, 'package-lock.json');
+  const stamp = join(root, 'node_modules', '.package-lock.json');
+  if (existsSync(stamp) && mtime(stamp) >= mtime(lock) && existsSync(join(root, 'node_modules', 'koffi'))) return;
+  log('installing npm packages');
+  const cmd = existsSync(lock) ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund'];
+  execFileSync('npm', cmd, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+}
+
+function build() {
+  const r = spawnSync(join(root, 'node_modules', '.bin', 'tsc'), ['-p', join(root, 'tsconfig.json')], {
+    cwd: root,
+    stdio: 'inherit',
+  });
+  if (r.status !== 0) {
+    log('TypeScript build failed');
+    process.exit(r.status ?? 1);
+  }
+}
+
+const pkgs = PACKAGES[profile];
+if (!pkgs) {
+  log(`unknown profile ${profile}; use one of ${Object.keys(PACKAGES).join(', ')}`);
+  process.exit(2);
+}
+ensureDebs(pkgs);
+ensureNodeModules();
+build();
+const pj = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+log(`${pj.name} ${pj.version} ready (${profile})`);
