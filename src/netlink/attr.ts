@@ -30,28 +30,35 @@ export class NlWriter {
     return at;
   }
 
+  // Note: reserve() may replace this.buf, so it is always called before this.buf is read.
   u8(v: number): this {
-    this.buf.writeUInt8(v & 0xff, this.reserve(1));
+    const at = this.reserve(1);
+    this.buf.writeUInt8(v & 0xff, at);
     return this;
   }
   u16(v: number): this {
-    this.buf.writeUInt16LE(v & 0xffff, this.reserve(2));
+    const at = this.reserve(2);
+    this.buf.writeUInt16LE(v & 0xffff, at);
     return this;
   }
   u16be(v: number): this {
-    this.buf.writeUInt16BE(v & 0xffff, this.reserve(2));
+    const at = this.reserve(2);
+    this.buf.writeUInt16BE(v & 0xffff, at);
     return this;
   }
   u32(v: number): this {
-    this.buf.writeUInt32LE(v >>> 0, this.reserve(4));
+    const at = this.reserve(4);
+    this.buf.writeUInt32LE(v >>> 0, at);
     return this;
   }
   i32(v: number): this {
-    this.buf.writeInt32LE(v | 0, this.reserve(4));
+    const at = this.reserve(4);
+    this.buf.writeInt32LE(v | 0, at);
     return this;
   }
   u64(v: bigint | number): this {
-    this.buf.writeBigUInt64LE(BigInt(v), this.reserve(8));
+    const at = this.reserve(8);
+    this.buf.writeBigUInt64LE(BigInt(v), at);
     return this;
   }
   bytes(b: Uint8Array): this {

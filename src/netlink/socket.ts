@@ -101,7 +101,8 @@ export class NetlinkSocket {
       }
       throw e;
     }
-    return parseMessages(this.rbuf, n);
+    // Copy the datagram: callers keep messages across further receives into the shared buffer.
+    return parseMessages(Buffer.from(this.rbuf.subarray(0, n)));
   }
 
   /**
