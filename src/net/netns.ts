@@ -179,13 +179,20 @@ function sysctlPath(key: string): string {
  * the namespace of whoever opens it, so the file is opened while inside and written synchronously.
  */
 export function setSysctl(ns: Netns | undefined, key: string, value: string): void {
-  const path = sysctlPath(key);
+  setSysctls(ns, [[key, value]]);
+}
+
+/** Write several sysctls of a namespace with one namespace switch. Stops at the first failure. */
+export function setSysctls(ns: Netns | undefined, entries: readonly (readonly [string, string])[]): void {
+  const paths = entries.map(([k, v]) => [sysctlPath(k), v] as const);
   withNetns(ns?.fd, () => {
-    const fd = openSync(path, 'w');
-    try {
-      writeSync(fd, value);
-    } finally {
-      closeSync(fd);
+    for (const [path, value] of paths) {
+      const fd = openSync(path, 'w');
+      try {
+        writeSync(fd, value);
+      } finally {
+        closeSync(fd);
+      }
     }
   });
 }
