@@ -19,6 +19,9 @@ import {
 
 const ENVELOPE = new Set(['vmId', 'version', 'generation', 'state', 'updatedAt']);
 
+/** Names StateDir.quarantine() gives record files: `vms_<vmId>.json.<time>.<pid>.<n>`. */
+const QUARANTINED_RE = /^vms_([A-Za-z0-9][A-Za-z0-9_.-]{0,127})\.json\.[0-9TZ-]+\.\d+\.\d+$/;
+
 const isInt = (v: unknown, min: number): v is number =>
   typeof v === 'number' && Number.isInteger(v) && v >= min;
 
@@ -250,6 +253,31 @@ export class FileRecordStore<T extends StoredRecord = StoredRecord> implements V
         problems.push({ vmId, error: e });
       }
     }
+    this.addQuarantined(records, problems);
     return { records, problems };
+  }
+
+  /**
+   * A record quarantined earlier stays a problem until a human deletes or restores the file (and as
+   * long as no new record for that VM was written): its VM may still run, so reconcile must not give
+   * its addresses away.
+   */
+  private addQuarantined(records: T[], problems: RecordProblem[]): void {
+    const known = new Set([...records.map((r) => r.vmId), ...problems.map((p) => p.vmId)]);
+    const qdir = this.dir.path('quarantine');
+    for (const name of this.dir.list(qdir)) {
+      const m = QUARANTINED_RE.exec(name);
+      if (!m || known.has(m[1]!)) continue;
+      const vmId = m[1]!;
+      known.add(vmId);
+      problems.push({
+        vmId,
+        error: new TapnetError(
+          'ERR_STORE_CORRUPT',
+          `VM record ${vmId} was quarantined to ${qdir}/${name}; its VM may still exist: restore or delete the file`,
+          { details: { vmId, quarantinedTo: `${qdir}/${name}` } },
+        ),
+      });
+    }
   }
 }

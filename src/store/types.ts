@@ -77,7 +77,9 @@ export interface RecordProblem {
  *   tapnet writers do; etcd backend: a `Txn(If(mod_revision == …)).Then(Put)`.
  * - get() of an unreadable record quarantines it (renamed aside, so the next get() sees no record) and
  *   throws ERR_STORE_CORRUPT with details { vmId, path, quarantinedTo, reason }.
- * - list() never throws for one bad record: it returns the good ones and reports the others.
+ * - list() never throws for one bad record: it returns the good ones and reports the others, including
+ *   records quarantined earlier for which no new record exists (their VM may still run: reconcile must
+ *   not free its addresses until a human restores or deletes the quarantined file).
  */
 export interface VmRecordStore<T extends StoredRecord> {
   /** The record of `vmId`, or undefined when there is none. */
