@@ -215,9 +215,8 @@ export function deleteLink(nl: NetlinkSocket, ref: LinkRef): void {
  * of them instead of one per link. Already empty is success.
  */
 export function deleteLinkGroup(nl: NetlinkSocket, group: number): void {
-  validateInt(group, 'link group', 1, 0xffffffff);
   try {
-    nl.request(encodeLinkRequest(RTM_DELLINK, 0, { group }), `group ${group}`);
+    nl.request(deleteGroupRequest(group), `group ${group}`);
   } catch (e) {
     if (isTapnetError(e) && (e.errno === 'ENODEV' || e.code === 'ERR_LINK_NOT_FOUND')) return;
     throw e;
@@ -225,19 +224,39 @@ export function deleteLinkGroup(nl: NetlinkSocket, group: number): void {
 }
 
 /**
- * Delete many links at once: move them all into `scratchGroup` (one batched datagram) and delete the group.
- * Links already gone are skipped. Returns the names that failed to move (still present), if any.
+ * Move links into a link group with one batched datagram (`ip link set DEV group G` for each). Links
+ * already gone are skipped; returns the other failures by link name.
+ */
+export function moveToGroup(nl: NetlinkSocket, names: string[], group: number): Map<string, TapnetError> {
+  const failures = new Map<string, TapnetError>();
+  if (names.length === 0) return failures;
+  for (const n of names) validateIfname(n);
+  validateInt(group, 'link group', 1, 0xffffffff);
+  const results = nl.batch(
+    names.map((name) => encodeLinkRequest(RTM_NEWLINK, 0, { name, group })),
+    (i) => names[i]!,
+  );
+  results.forEach((r, i) => {
+    if (r !== undefined && r.errno !== 'ENODEV') failures.set(names[i]!, r);
+  });
+  return failures;
+}
+
+/** The request that deletes every link of a group (for NetlinkSocket.requestAsync). */
+export function deleteGroupRequest(group: number): Buffer {
+  return encodeLinkRequest(RTM_DELLINK, 0, { group: validateInt(group, 'link group', 1, 0xffffffff) });
+}
+
+/**
+ * Delete many links at once: move them all into `scratchGroup` (one batched datagram) and delete the group
+ * with one RTM_DELLINK (one RCU grace period for all). Links already gone are skipped. Returns the
+ * failures to move (those links are still present), if any.
  */
 export function deleteLinks(nl: NetlinkSocket, names: string[], scratchGroup: number): TapnetError[] {
   if (names.length === 0) return [];
-  for (const n of names) validateIfname(n);
-  const results = nl.batch(
-    names.map((name) => encodeLinkRequest(RTM_NEWLINK, 0, { name, group: scratchGroup, up: false })),
-    (i) => names[i]!,
-  );
-  const failures = results.filter((r): r is TapnetError => r !== undefined && r.errno !== 'ENODEV');
+  const failures = moveToGroup(nl, names, scratchGroup);
   deleteLinkGroup(nl, scratchGroup);
-  return failures;
+  return [...failures.values()];
 }
 
 /** RTM_GETLINK by name, returning only the index (cheapest lookup). */

@@ -58,6 +58,8 @@ export interface TapOptions {
   mac?: string;
   /** Link group (IFLA_GROUP), e.g. to delete many TAPs with one request later. */
   linkGroup?: number;
+  /** Interface alias (IFLA_IFALIAS), e.g. who owns the TAP. */
+  alias?: string;
 }
 
 export interface Tap {
@@ -126,7 +128,8 @@ export function createTap(o: TapOptions, nl?: NetlinkSocket): Tap {
   const queues = validateInt(o.queues ?? 1, 'queue count', 1, 256);
   const persistent = o.persistent ?? true;
   const mac = o.mac !== undefined ? parseMac(o.mac, 'TAP MAC') : undefined;
-  const wantLink = o.master !== undefined || o.up !== undefined || o.mtu !== undefined || mac || o.linkGroup !== undefined;
+  const wantLink =
+    o.master !== undefined || o.up !== undefined || o.mtu !== undefined || mac || o.linkGroup !== undefined || o.alias !== undefined;
   if (wantLink && !nl) throw new TapnetError('ERR_INTERNAL', 'createTap needs a netlink socket to set link attributes');
 
   const fds = openQueues(name, tapFlags(o), queues, o.nsFd);
@@ -142,6 +145,7 @@ export function createTap(o: TapOptions, nl?: NetlinkSocket): Tap {
       if (o.mtu !== undefined) req.mtu = validateInt(o.mtu, 'MTU', 68, 65535);
       if (mac) req.mac = mac;
       if (o.linkGroup !== undefined) req.group = o.linkGroup;
+      if (o.alias !== undefined) req.alias = o.alias;
       try {
         nl!.request(encodeLinkRequest(RTM_NEWLINK, 0, req), name);
       } catch (e) {

@@ -13,6 +13,7 @@ import {
   NETLINK_CAP_ACK,
   NETLINK_EXT_ACK,
   recv,
+  recvAsync,
   SO_RCVBUF,
   SO_RCVTIMEO,
   SO_SNDBUF,
@@ -21,6 +22,7 @@ import {
   SOL_NETLINK,
   SOL_SOCKET,
   send,
+  sendAsync,
   setsockoptBuf,
   setsockoptInt,
   socket,
@@ -128,6 +130,42 @@ export class NetlinkSocket {
       }
     }
   }
+
+  /**
+   * Like request(), but the send and the wait happen on a worker thread, so the event loop keeps running
+   * while the kernel works (a link deletion waits ~16 ms for an RCU grace period). Async requests on one
+   * socket run one at a time; do not mix them with synchronous calls on the same socket.
+   */
+  requestAsync(msg: Buffer, what?: string): Promise<NlMessage[]> {
+    const run = async (): Promise<NlMessage[]> => {
+      const seq = this.nextSeq();
+      setSeq(msg, seq);
+      msg.writeUInt16LE(msg.readUInt16LE(6) | NLM_F_REQUEST | NLM_F_ACK, 6);
+      if (this.closed) throw new TapnetError('ERR_INTERNAL', 'netlink socket used after close');
+      await sendAsync(this.fd, msg);
+      const buf = Buffer.allocUnsafe(1 << 16);
+      const replies: NlMessage[] = [];
+      for (;;) {
+        const n = await recvAsync(this.fd, buf).catch((e: unknown) => {
+          throw new TapnetError('ERR_TIMEOUT', 'the kernel did not answer a netlink request in time', { cause: e });
+        });
+        for (const m of parseMessages(Buffer.from(buf.subarray(0, n)))) {
+          if (m.seq !== seq) continue;
+          if (m.type === NLMSG_ERROR) {
+            const e = parseErrorPayload(m);
+            if (e.errno !== 0) throw netlinkError(e, what);
+            return replies;
+          }
+          replies.push(m);
+        }
+      }
+    };
+    const next = this.asyncTail.then(run, run);
+    this.asyncTail = next.catch(() => undefined);
+    return next;
+  }
+
+  private asyncTail: Promise<unknown> = Promise.resolve();
 
   /**
    * Send many requests in as few datagrams as possible and collect every ACK. Returns one entry per

@@ -203,6 +203,28 @@ export function recvOrAgain(fd: number, buf: Uint8Array, flags = 0): number {
   throw syscallError('recv', e);
 }
 
+/** send(2) on a worker thread: for requests the kernel answers slowly (link deletion waits for RCU). */
+export function sendAsync(fd: number, buf: Buffer): Promise<number> {
+  return callAsync('send', libc().send, [fd, buf, buf.length, 0]);
+}
+
+/** recv(2) on a worker thread. */
+export function recvAsync(fd: number, buf: Buffer): Promise<number> {
+  return callAsync('recv', libc().recv, [fd, buf, buf.length, 0]);
+}
+
+function callAsync(syscall: string, fn: Fn, args: unknown[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    (fn as unknown as { async: (...a: unknown[]) => void }).async(...args, (err: unknown, ret: number | bigint) => {
+      if (err) return reject(new TapnetError('ERR_SYSCALL', `${syscall} failed: ${String(err)}`, { syscall, cause: err }));
+      const n = Number(ret);
+      // errno of a worker-thread call is not observable here; report the failure without it.
+      if (n < 0) return reject(new TapnetError('ERR_SYSCALL', `${syscall} failed`, { syscall }));
+      resolve(n);
+    });
+  });
+}
+
 /** sendmsg(2) with a prepared struct msghdr. */
 export function sendmsg(fd: number, msghdr: Buffer, flags = 0): number {
   return check('sendmsg', libc().sendmsg(fd, msghdr, flags));

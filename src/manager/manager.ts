@@ -1,0 +1,455 @@
+/**
+ * The NetworkManager: one call gives a VM its whole network (TAP, addresses, firewall elements, record);
+ * one call takes it back. The only module that combines net, ipam, store, firewall and guest.
+ *
+ * Crash safety without an fsync per VM: everything `ensure` creates before the VM's record is written is
+ * attributable to the VM by itself — the lease's owner is the VM id, the TAP's name is derived from it and
+ * its alias says `tapnet:<vmId>`, firewall elements are keyed by the TAP — so reconcile removes what a
+ * crash left without a record. The record is written last ('ready'); release first marks it 'releasing'
+ * and deletes it last, so a crashed release is finished by reconcile (never resurrected).
+ */
+import { isTapnetError, TapnetError, teardownError, toTapnetError } from '../errors.js';
+import { createFirewall } from '../firewall/index.js';
+import type { Firewall, FirewallNetwork, FirewallVm } from '../firewall/types.js';
+import { Ipam, type PoolRequest } from '../ipam/ipam.js';
+import type { PoolSpec } from '../ipam/layout.js';
+import { validateUnicastMac } from '../ip.js';
+import { findLink } from '../net/link.js';
+import { type Netns, openNetns } from '../net/netns.js';
+import { closeTapFds, createTap, openTap } from '../net/tap.js';
+import { NetlinkSocket } from '../netlink/socket.js';
+import { openLocalStore, type LocalStore } from '../store/local.js';
+import type { HeldLock, RecordSchema } from '../store/types.js';
+import { validateInt, validateVmId } from '../validate.js';
+import { type ManagerConfigInput, type ResolvedConfig, type ResolvedNetwork, resolveConfig } from './config.js';
+import { toNetworkInfo } from './info.js';
+import { guestMac, scratchGroup, tapAlias, tapName } from './names.js';
+import { attachRouted, ensureNetworkKernel, unknownNetwork } from './network.js';
+import { LinkReaper } from './reaper.js';
+import { reconcile } from './reconcile.js';
+import type { EnsureOptions, ManagerMetrics, NetworkInfo, ReconcileReport, VmRecord } from './types.js';
+
+export const VM_RECORD_SCHEMA: RecordSchema<VmRecord> = {
+  version: 1,
+  validate: (raw) => {
+    for (const k of ['network', 'tap', 'mac', 'topology', 'tapMode', 'createdAt'] as const) {
+      if (typeof raw[k] !== 'string') throw new Error(`field ${k} missing`);
+    }
+    return raw as unknown as VmRecord;
+  },
+};
+
+/** Options for opening a manager beyond the configuration. */
+export interface ManagerOptions {
+  /** Use this firewall driver instead of the configured one (tests, embedding). */
+  firewall?: Firewall;
+  /** Run reconcile() while opening (the daemon and CLI `gc` do; library users choose). Default false. */
+  reconcile?: boolean;
+}
+
+interface Step {
+  name: string;
+  undo: () => void | Promise<void>;
+}
+
+export class NetworkManager {
+  private readonly networkReady = new Set<string>();
+  private readonly bridgeIndex = new Map<string, number>();
+  private readonly counters: ManagerMetrics = {
+    ensures: { ok: 0, failed: 0, existing: 0 },
+    releases: { ok: 0, failed: 0, unknown: 0 },
+    activeVms: 0,
+    reconciles: 0,
+    repairs: 0,
+  };
+  private closed = false;
+
+  private constructor(
+    readonly config: ResolvedConfig,
+    /** The namespace tapnet manages (undefined: the process's own). */
+    readonly ns: Netns | undefined,
+    /** Synchronous netlink socket in that namespace. */
+    readonly nl: NetlinkSocket,
+    private readonly slowNl: NetlinkSocket,
+    readonly store: LocalStore<VmRecord>,
+    readonly ipam: Ipam,
+    readonly firewall: Firewall,
+    private readonly reaper: LinkReaper,
+  ) {}
+
+  /** Open a manager over a configuration (validated; ERR_CONFIG names the bad key). */
+  static async open(input: ManagerConfigInput = {}, options: ManagerOptions = {}): Promise<NetworkManager> {
+    const config = resolveConfig(input);
+    const ns = config.netns ? openNetns(config.netns) : undefined;
+    const nsFd = ns?.fd;
+    let nl: NetlinkSocket | undefined;
+    let slow: NetlinkSocket | undefined;
+    let firewall: Firewall | undefined;
+    try {
+      nl = NetlinkSocket.open(nsFd !== undefined ? { nsFd } : {});
+      slow = NetlinkSocket.open(nsFd !== undefined ? { nsFd } : {});
+      const store = await openLocalStore<VmRecord>({ dir: config.stateDir, schema: VM_RECORD_SCHEMA });
+      firewall = options.firewall ?? createFirewall(config.firewall, nsFd !== undefined ? { nsFd } : {});
+      const m = new NetworkManager(config, ns, nl, slow, store, new Ipam(store.leases), firewall, new LinkReaper(nl, slow, scratchGroup()));
+      if (options.reconcile) await m.reconcile();
+      return m;
+    } catch (e) {
+      firewall?.close();
+      slow?.close();
+      nl?.close();
+      ns?.close();
+      throw e;
+    }
+  }
+
+  /** The resolved network `name` (default network when undefined). ERR_NOT_FOUND when unknown. */
+  network(name?: string): ResolvedNetwork {
+    const n = name ?? this.config.defaultNetwork;
+    const net = this.config.networks.get(n);
+    if (!net) throw unknownNetwork(n, [...this.config.networks.keys()]);
+    return net;
+  }
+
+  /** Pools of a network for the IPAM. */
+  pools(net: ResolvedNetwork): { v4?: PoolSpec; v6?: PoolSpec } {
+    return {
+      ...(net.subnet4 ? { v4: { network: net.name, subnet: net.subnet4, gateway: net.gateway4! } } : {}),
+      ...(net.subnet6 ? { v6: { network: net.name, subnet: net.subnet6, gateway: net.gateway6! } } : {}),
+    };
+  }
+
+  /** The firewall's view of a network. */
+  firewallNetwork(net: ResolvedNetwork): FirewallNetwork {
+    return {
+      name: net.name,
+      topology: net.topology,
+      bridge: net.bridge,
+      tapPrefix: net.tapPrefix,
+      ...(net.subnet4 ? { subnet4: net.subnet4 } : {}),
+      ...(net.subnet6 ? { subnet6: net.subnet6 } : {}),
+      nat: net.nat,
+      isolate: net.isolate,
+    };
+  }
+
+  /** The firewall's view of a VM. */
+  firewallVm(r: VmRecord): FirewallVm {
+    return { network: r.network, ifname: r.tap, mac: r.mac, ...(r.ipv4 ? { ipv4: r.ipv4 } : {}), ...(r.ipv6 ? { ipv6: r.ipv6 } : {}) };
+  }
+
+  /** Make a network's bridge, addresses, sysctls and firewall base exist (once per process, or forced). */
+  ensureNetwork(net: ResolvedNetwork, force = false): number {
+    if (!force && this.networkReady.has(net.name)) return this.bridgeIndex.get(net.name)!;
+    const index = ensureNetworkKernel(this.nl, this.ns, net);
+    this.firewall.ensureNetwork(this.firewallNetwork(net), { force });
+    this.bridgeIndex.set(net.name, index);
+    this.networkReady.add(net.name);
+    return index;
+  }
+
+  private check(): void {
+    if (this.closed) throw new TapnetError('ERR_INTERNAL', 'the NetworkManager is closed');
+  }
+
+  /**
+   * Give `vmId` its network, or return the one it has (idempotent). On failure everything this call did
+   * is undone before the error is thrown.
+   */
+  async ensure(vmId: string, opts: EnsureOptions = {}): Promise<NetworkInfo> {
+    this.check();
+    const t0 = performance.now();
+    validateVmId(vmId);
+    const net = this.network(opts.network);
+    const mac = opts.mac !== undefined ? validateUnicastMac(opts.mac, 'mac') : guestMac(net.name, vmId);
+    const queues = validateInt(opts.queues ?? 1, 'queues', 1, 256);
+    if (opts.tapUid !== undefined) validateInt(opts.tapUid, 'tapUid', 0, 0xfffffffe);
+    if (opts.tapGid !== undefined) validateInt(opts.tapGid, 'tapGid', 0, 0xfffffffe);
+    const tapMode = opts.tap ?? 'persistent';
+    if (tapMode !== 'persistent' && tapMode !== 'fd') {
+      throw new TapnetError('ERR_INVALID_ARGUMENT', `tap must be "persistent" or "fd", not ${JSON.stringify(tapMode)}`);
+    }
+    const lock = await this.store.locks.acquire('vm', vmId, opts.signal ? { signal: opts.signal } : {});
+    try {
+      const existing = await this.store.records.get(vmId);
+      if (existing && existing.state === 'ready') {
+        if (existing.network !== net.name && opts.network !== undefined) {
+          throw new TapnetError('ERR_CONFLICT', `VM ${vmId} already has a network on ${existing.network}`, {
+            details: { vmId, network: existing.network },
+          });
+        }
+        const info = await this.adoptExisting(existing, opts);
+        this.counters.ensures.existing++;
+        return info;
+      }
+      if (existing) await this.finishRelease(existing); // a crashed release: finish it first
+      const info = await this.create(vmId, net, { ...opts, mac, queues, tap: tapMode });
+      this.counters.ensures.ok++;
+      this.counters.lastEnsureMs = performance.now() - t0;
+      return info;
+    } catch (e) {
+      this.counters.ensures.failed++;
+      throw e;
+    } finally {
+      lock.release();
+    }
+  }
+
+  /** Existing VM: verify its TAP (re-create a vanished persistent one), hand out fds when asked. */
+  private async adoptExisting(r: VmRecord, opts: EnsureOptions): Promise<NetworkInfo> {
+    const net = this.network(r.network);
+    const info = toNetworkInfo(r, net, this.ns?.path);
+    const link = findLink(this.nl, r.tap);
+    if (!link) {
+      if (r.tapMode === 'fd') {
+        // The VMM holding the fds is gone: this VM's network is dead. Start over cleanly.
+        await this.finishRelease(r);
+        return this.create(r.vmId, net, { ...opts, mac: r.mac, queues: r.queues, tap: 'fd', ...(r.ipv4 ? { ipv4: r.ipv4 } : {}), ...(r.ipv6 ? { ipv6: r.ipv6 } : {}) });
+      }
+      await this.repairTap(r);
+      this.counters.repairs++;
+    }
+    if (opts.tap === 'fd' && r.tapMode === 'persistent') {
+      info.tapFds = openTap(r.tap, { ...(this.ns ? { nsFd: this.ns.fd } : {}), vnetHdr: r.vnetHdr, queues: r.queues }).fds;
+    }
+    return info;
+  }
+
+  /** Re-create a ready VM's persistent TAP and its attachments (after a reboot or a deletion behind our back). */
+  async repairTap(r: VmRecord): Promise<void> {
+    const net = this.network(r.network);
+    const bridgeIndex = this.ensureNetwork(net);
+    this.makeTap(r, net, bridgeIndex);
+    this.firewall.addVm(this.firewallVm(r));
+  }
+
+  private makeTap(r: VmRecord, net: ResolvedNetwork, bridgeIndex: number): number[] {
+    const routed = net.topology === 'routed';
+    const tap = createTap(
+      {
+        name: r.tap,
+        ...(this.ns ? { nsFd: this.ns.fd } : {}),
+        persistent: r.tapMode === 'persistent',
+        vnetHdr: r.vnetHdr,
+        queues: r.queues,
+        ...(r.tapUid !== undefined ? { owner: r.tapUid } : {}),
+        ...(r.tapGid !== undefined ? { group: r.tapGid } : {}),
+        ...(routed ? {} : { master: bridgeIndex }),
+        mtu: net.mtu,
+        up: true,
+        alias: tapAlias(r.vmId),
+      },
+      this.nl,
+    );
+    if (routed) {
+      try {
+        const index = findLink(this.nl, r.tap)?.index;
+        if (!index) throw new TapnetError('ERR_LINK_NOT_FOUND', `TAP ${r.tap} vanished while being set up`);
+        attachRouted(this.nl, this.ns, r.tap, index, { ...(r.ipv4 ? { ipv4: `${r.ipv4}/32` } : {}), ...(r.ipv6 ? { ipv6: `${r.ipv6}/128` } : {}) });
+      } catch (e) {
+        void closeTapFds(tap.fds);
+        throw e;
+      }
+    }
+    return tap.fds;
+  }
+
+  private async create(
+    vmId: string,
+    net: ResolvedNetwork,
+    o: EnsureOptions & { mac: string; queues: number; tap: 'persistent' | 'fd' },
+  ): Promise<NetworkInfo> {
+    const applied: Step[] = [];
+    const pools = this.pools(net);
+    try {
+      if (o.signal?.aborted) throw new TapnetError('ERR_ABORTED', `ensure ${vmId} aborted`);
+      const bridgeIndex = this.ensureNetwork(net);
+      // 1. Addresses (the lease's owner is the VM id: a crash leaves an attributable orphan).
+      const requests: PoolRequest[] = [];
+      if (pools.v4) requests.push({ pool: pools.v4, ...(o.ipv4 ? { address: stripPrefix(o.ipv4) } : {}) });
+      if (pools.v6) requests.push({ pool: pools.v6, ...(o.ipv6 ? { address: stripPrefix(o.ipv6) } : {}) });
+      if (o.ipv4 && !pools.v4) throw new TapnetError('ERR_INVALID_ARGUMENT', `network ${net.name} has no IPv4 subnet`);
+      if (o.ipv6 && !pools.v6) throw new TapnetError('ERR_INVALID_ARGUMENT', `network ${net.name} has no IPv6 subnet`);
+      const leases = await this.ipam.allocateAll(vmId, requests);
+      applied.push({ name: 'release addresses', undo: async () => void (await this.ipam.releaseAll(vmId, requests.map((r) => r.pool))) });
+      const record: VmRecord = {
+        vmId,
+        version: VM_RECORD_SCHEMA.version,
+        generation: 0,
+        state: 'ready',
+        network: net.name,
+        topology: net.topology,
+        tap: tapName(net.tapPrefix, net.name, vmId),
+        mac: o.mac,
+        tapMode: o.tap,
+        queues: o.queues,
+        vnetHdr: o.vnetHdr ?? true,
+        createdAt: new Date().toISOString(),
+        ...(o.tapUid !== undefined ? { tapUid: o.tapUid } : {}),
+        ...(o.tapGid !== undefined ? { tapGid: o.tapGid } : {}),
+      };
+      for (const l of leases) {
+        if (l.family === 4) record.ipv4 = l.address;
+        else record.ipv6 = l.address;
+      }
+      if (o.signal?.aborted) throw new TapnetError('ERR_ABORTED', `ensure ${vmId} aborted`);
+      // 2. The TAP (and for routed networks its routes and sysctls).
+      const fds = this.makeTap({ ...record }, net, bridgeIndex);
+      applied.push({
+        name: 'delete TAP',
+        undo: async () => {
+          if (fds.length) await closeTapFds(fds);
+          await this.reaper.delete(record.tap);
+        },
+      });
+      // 3. Firewall elements (anti-spoofing: this port may send only from this MAC and these IPs).
+      this.firewall.addVm(this.firewallVm(record));
+      applied.push({ name: 'remove firewall elements', undo: () => this.firewall.removeVm(this.firewallVm(record)) });
+      // 4. The record, last.
+      const stored = await this.store.records.put(record, { expectedGeneration: 0 }).catch(async (e: unknown) => {
+        if (isTapnetError(e, 'ERR_CONFLICT')) {
+          throw new TapnetError('ERR_CONFLICT', `VM ${vmId} was created concurrently by another process`, { cause: e });
+        }
+        throw e;
+      });
+      const info = toNetworkInfo(stored, net, this.ns?.path);
+      if (fds.length) info.tapFds = fds;
+      this.counters.activeVms++;
+      return info;
+    } catch (e) {
+      const failures: TapnetError[] = [];
+      for (const step of applied.toReversed()) {
+        try {
+          await step.undo();
+        } catch (undoError) {
+          failures.push(toTapnetError(undoError, 'ERR_INTERNAL', step.name));
+        }
+      }
+      const err = toTapnetError(e, 'ERR_INTERNAL', `ensure ${vmId}`);
+      if (failures.length) err.details.rollbackFailures = failures.map((f) => f.toJSON());
+      throw err;
+    }
+  }
+
+  /**
+   * Take back `vmId`'s network. Unknown or already released: a no-op. Teardown keeps going past failures
+   * and reports them together (ERR_TEARDOWN); the record then stays 'releasing' so a retry or reconcile
+   * finishes the job.
+   */
+  async release(vmId: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    this.check();
+    const t0 = performance.now();
+    validateVmId(vmId);
+    const lock = await this.store.locks.acquire('vm', vmId, opts.signal ? { signal: opts.signal } : {});
+    try {
+      const r = await this.store.records.get(vmId);
+      if (!r) {
+        this.counters.releases.unknown++;
+        return;
+      }
+      await this.finishRelease(r);
+      this.counters.releases.ok++;
+      this.counters.lastReleaseMs = performance.now() - t0;
+    } catch (e) {
+      this.counters.releases.failed++;
+      throw e;
+    } finally {
+      lock.release();
+    }
+  }
+
+  /** Release many VMs at once; link deletions are batched (one RCU grace period per batch). */
+  async releaseMany(vmIds: string[]): Promise<{ released: string[]; failed: { vmId: string; error: TapnetError }[] }> {
+    for (const id of vmIds) validateVmId(id);
+    const results = await Promise.allSettled(vmIds.map((id) => this.release(id)));
+    const released: string[] = [];
+    const failed: { vmId: string; error: TapnetError }[] = [];
+    results.forEach((r, i) => {
+      if (r.status === 'fulfilled') released.push(vmIds[i]!);
+      else failed.push({ vmId: vmIds[i]!, error: toTapnetError(r.reason) });
+    });
+    return { released, failed };
+  }
+
+  /** Tear down a record's resources (caller holds the VM's lock) and delete the record. */
+  async finishRelease(r: VmRecord): Promise<void> {
+    let rec = r;
+    if (rec.state !== 'releasing') rec = await this.store.records.put({ ...rec, state: 'releasing' }, { expectedGeneration: rec.generation });
+    const failures: TapnetError[] = [];
+    const attempt = async (name: string, fn: () => unknown): Promise<void> => {
+      try {
+        await fn();
+      } catch (e) {
+        failures.push(toTapnetError(e, 'ERR_INTERNAL', name));
+      }
+    };
+    const net = this.config.networks.get(rec.network);
+    await attempt('remove firewall elements', () => this.firewall.removeVm(this.firewallVm(rec)));
+    await attempt('delete TAP', () => this.reaper.delete(rec.tap));
+    if (net) {
+      const pools = this.pools(net);
+      const specs = [pools.v4, pools.v6].filter((p): p is PoolSpec => p !== undefined);
+      await attempt('release addresses', () => this.ipam.releaseAll(rec.vmId, specs));
+    }
+    if (failures.length) throw teardownError(`release ${rec.vmId}`, failures);
+    await this.store.records.delete(rec.vmId);
+    this.counters.activeVms = Math.max(0, this.counters.activeVms - 1);
+  }
+
+  /** The network of `vmId`, or undefined. */
+  async get(vmId: string): Promise<NetworkInfo | undefined> {
+    validateVmId(vmId);
+    const r = await this.store.records.get(vmId);
+    if (!r || r.state !== 'ready') return undefined;
+    return toNetworkInfo(r, this.network(r.network), this.ns?.path);
+  }
+
+  /** Every VM with a network. */
+  async list(): Promise<NetworkInfo[]> {
+    const { records } = await this.store.records.list();
+    return records
+      .filter((r) => r.state === 'ready' && this.config.networks.has(r.network))
+      .map((r) => toNetworkInfo(r, this.network(r.network), this.ns?.path))
+      .sort((a, b) => a.vmId.localeCompare(b.vmId));
+  }
+
+  /** Compare the store with the kernel and the firewall, and repair (see reconcile.ts). */
+  async reconcile(opts: { signal?: AbortSignal } = {}): Promise<ReconcileReport> {
+    this.check();
+    const report = await reconcile(this, opts);
+    this.counters.reconciles++;
+    this.counters.repairs +=
+      report.orphanTaps.length + report.incompleteRecords.length + report.recreatedTaps.length + report.orphanLeases.length + report.orphanFirewallElements.length;
+    this.counters.activeVms = (await this.store.records.list()).records.length;
+    return report;
+  }
+
+  /** Acquire a VM's lock (for reconcile). */
+  lockVm(vmId: string, signal?: AbortSignal): Promise<HeldLock> {
+    return this.store.locks.acquire('vm', vmId, signal ? { signal } : {});
+  }
+
+  /** Delete a TAP through the batched reaper. */
+  reapTap(name: string): Promise<void> {
+    return this.reaper.delete(name);
+  }
+
+  /** Counters since open. */
+  metrics(): ManagerMetrics {
+    return structuredClone(this.counters);
+  }
+
+  /** Close sockets and drivers. VMs' networks stay. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.firewall.close();
+    this.slowNl.close();
+    this.nl.close();
+    this.ns?.close();
+  }
+}
+
+function stripPrefix(a: string): string {
+  const i = a.indexOf('/');
+  return i < 0 ? a : a.slice(0, i);
+}

@@ -1,0 +1,158 @@
+/**
+ * Reconcile (at startup, and `tapnet gc`): compare the store with the kernel and the firewall, repair.
+ *
+ * - Every configured network's bridge, addresses, sysctls and firewall base are re-applied (repairs a
+ *   deleted bridge or an `nft flush ruleset`).
+ * - Records left 'releasing' (or 'creating') by a crash: the release is finished.
+ * - Ready records whose TAP vanished: a persistent TAP is re-created with the same name, MAC and
+ *   addresses (e.g. after a reboot; the VM manager restarts its VMs on the same network); an fd TAP is
+ *   released, since the VMM that held it is gone.
+ * - TAPs with tapnet's naming that no record owns: deleted. Leases whose owner has no record: freed.
+ *   Firewall ports without a VM: removed; missing elements of live VMs: re-added.
+ * Every removal of something "orphaned" is re-checked under the owner's VM lock, so an ensure running in
+ * another process at the same moment keeps what it is building.
+ */
+import { type TapnetError, toTapnetError } from '../errors.js';
+import type { FirewallPort } from '../firewall/types.js';
+import { releaseOrphans } from '../ipam/reconcile.js';
+import { listLinks } from '../net/link.js';
+import type { NetworkManager } from './manager.js';
+import { isTapnetTapName } from './names.js';
+import type { ReconcileReport, VmRecord } from './types.js';
+
+const ALIAS_PREFIX = 'tapnet:';
+
+export async function reconcile(m: NetworkManager, opts: { signal?: AbortSignal } = {}): Promise<ReconcileReport> {
+  const report: ReconcileReport = {
+    orphanTaps: [],
+    incompleteRecords: [],
+    recreatedTaps: [],
+    orphanLeases: [],
+    orphanFirewallElements: [],
+    corruptRecords: [],
+    errors: [],
+  };
+  const fail = (what: string, e: unknown): void => {
+    const t = toTapnetError(e, 'ERR_INTERNAL', what);
+    report.errors.push({ code: t.code, message: t.message });
+  };
+
+  // 1. Networks.
+  for (const net of m.config.networks.values()) {
+    try {
+      m.ensureNetwork(net, true);
+    } catch (e) {
+      fail(`network ${net.name}`, e);
+    }
+  }
+
+  // 2. Records.
+  const { records, problems } = await m.store.records.list();
+  report.corruptRecords = problems.map((p) => p.vmId);
+  const links = listLinks(m.nl, { kind: 'tun' });
+  const linkByName = new Map(links.map((l) => [l.name, l]));
+  for (const r0 of records) {
+    const lock = await m.lockVm(r0.vmId, opts.signal);
+    try {
+      const r = await m.store.records.get(r0.vmId);
+      if (!r) continue;
+      if (r.state !== 'ready' || !m.config.networks.has(r.network)) {
+        await m.finishRelease(r);
+        report.incompleteRecords.push(r.vmId);
+        continue;
+      }
+      if (!linkByName.has(r.tap) && !listLinks(m.nl, { kind: 'tun' }).some((l) => l.name === r.tap)) {
+        if (r.tapMode === 'persistent') {
+          await m.repairTap(r);
+          report.recreatedTaps.push(r.tap);
+        } else {
+          await m.finishRelease(r);
+          report.incompleteRecords.push(r.vmId);
+        }
+      }
+    } catch (e) {
+      fail(`record ${r0.vmId}`, e);
+    } finally {
+      lock.release();
+    }
+  }
+
+  // 3. Orphan TAPs and firewall ports: collect by owner, then re-check each owner under its lock.
+  const prefixes = new Set([...m.config.networks.values()].map((n) => n.tapPrefix));
+  const isOurs = (name: string): boolean => [...prefixes].some((p) => isTapnetTapName(p, name));
+  let ports: FirewallPort[] = [];
+  try {
+    ports = m.firewall.listVms();
+  } catch (e) {
+    fail('firewall list', e);
+  }
+  const { records: live } = await m.store.records.list();
+  const liveTaps = new Map<string, VmRecord>(live.map((r) => [r.tap, r]));
+  const current = listLinks(m.nl, { kind: 'tun' });
+  const ownerOf = (tap: string): string | undefined => {
+    const alias = current.find((l) => l.name === tap)?.alias;
+    return alias?.startsWith(ALIAS_PREFIX) ? alias.slice(ALIAS_PREFIX.length) : undefined;
+  };
+  const suspects = new Map<string, { taps: string[]; ports: FirewallPort[] }>();
+  const suspect = (owner: string, tap?: string, port?: FirewallPort): void => {
+    const s = suspects.get(owner) ?? { taps: [], ports: [] };
+    if (tap) s.taps.push(tap);
+    if (port) s.ports.push(port);
+    suspects.set(owner, s);
+  };
+  for (const l of current) if (isOurs(l.name) && !liveTaps.has(l.name)) suspect(ownerOf(l.name) ?? '', l.name);
+  for (const p of ports) if (!liveTaps.has(p.ifname)) suspect(ownerOf(p.ifname) ?? '', undefined, p);
+  const deletions: Promise<void>[] = [];
+  for (const [owner, s] of suspects) {
+    let lock: { release(): void } | undefined;
+    try {
+      if (owner) {
+        lock = await m.lockVm(owner, opts.signal);
+        if (await m.store.records.get(owner)) continue; // created meanwhile: not an orphan
+      }
+      if (s.ports.length) {
+        m.firewall.removePorts(s.ports);
+        report.orphanFirewallElements.push(...s.ports.map((p) => p.ifname));
+      }
+      for (const tap of s.taps) {
+        deletions.push(
+          m.reapTap(tap).then(
+            () => void report.orphanTaps.push(tap),
+            (e: unknown) => fail(`orphan TAP ${tap}`, e),
+          ),
+        );
+      }
+      await Promise.all(deletions.splice(0));
+    } catch (e) {
+      fail(`orphans of ${owner || 'unknown owner'}`, e);
+    } finally {
+      lock?.release();
+    }
+  }
+
+  // 4. Firewall elements of live VMs (idempotent: re-adding what exists changes nothing).
+  const ready = live.filter((r) => r.state === 'ready' && m.config.networks.has(r.network));
+  if (ready.length) {
+    try {
+      m.firewall.addVms(ready.map((r) => m.firewallVm(r)));
+    } catch (e) {
+      fail('firewall elements of live VMs', e);
+    }
+  }
+
+  // 5. Orphan leases.
+  try {
+    const leases = await releaseOrphans({
+      leases: m.store.leases,
+      records: m.store.records,
+      locks: m.store.locks,
+      ipam: m.ipam,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    report.orphanLeases = leases.released.map((o) => `${o.pool.network}:${o.address} (${o.owner})`);
+    for (const f of leases.failures as TapnetError[]) fail('orphan lease', f);
+  } catch (e) {
+    fail('orphan leases', e);
+  }
+  return report;
+}

@@ -1,0 +1,108 @@
+/**
+ * The NetworkManager's public types: what a VM manager asks for (EnsureOptions) and what it gets back
+ * (NetworkInfo), and the durable record behind each VM.
+ */
+import type { StoredRecord } from '../store/types.js';
+
+/** How the VMM gets the TAP. */
+export type TapMode = 'persistent' | 'fd';
+
+export interface EnsureOptions {
+  /** Network name (default: the configured default network). */
+  network?: string;
+  /** A static IPv4 address (with or without /prefix) instead of the next free one. */
+  ipv4?: string;
+  /** A static IPv6 address. */
+  ipv6?: string;
+  /** A MAC for the guest instead of the one derived from the VM id. */
+  mac?: string;
+  /**
+   * 'persistent' (default): a TAP that outlives tapnet's fds, for VMMs that open it by name (Firecracker,
+   * QEMU ifname=). 'fd': NetworkInfo.tapFds holds open queue fds to hand to the VMM (QEMU fd=N); the TAP
+   * vanishes when the last fd closes.
+   */
+  tap?: TapMode;
+  /** Owner uid/gid of a persistent TAP (non-root VMMs, jailers). */
+  tapUid?: number;
+  tapGid?: number;
+  /** Multi-queue count (default 1). */
+  queues?: number;
+  /** virtio-net header on the TAP (default true: offloads, about twice the throughput). */
+  vnetHdr?: boolean;
+  /** Abort a call that is waiting (e.g. for the VM's lock). */
+  signal?: AbortSignal;
+}
+
+/** Everything a VMM and a guest need to use the network. JSON-serialisable except tapFds. */
+export interface NetworkInfo {
+  vmId: string;
+  network: string;
+  mode: 'direct';
+  topology: 'bridge' | 'routed';
+  /** Host TAP device name. */
+  tap: string;
+  /** Open TAP queue fds (tap: 'fd', or on request): pass to the VMM; yours to close. Not in JSON. */
+  tapFds?: number[];
+  /** Guest MAC. */
+  mac: string;
+  /** Guest IPv4 address in CIDR form, e.g. `198.18.0.5/22`. */
+  ipv4?: string;
+  gateway4?: string;
+  ipv6?: string;
+  gateway6?: string;
+  dns: string[];
+  mtu: number;
+  /** The bridge the TAP is a port of (bridge topology). */
+  bridge?: string;
+  /** The namespace the TAP lives in (a path), when not the manager's own. */
+  netns?: string;
+  queues: number;
+  vnetHdr: boolean;
+  tapMode: TapMode;
+  createdAt: string;
+}
+
+/** The durable record of one VM's network (one pretty JSON file in the state dir). */
+export interface VmRecord extends StoredRecord {
+  network: string;
+  topology: 'bridge' | 'routed';
+  tap: string;
+  mac: string;
+  ipv4?: string;
+  ipv6?: string;
+  tapMode: TapMode;
+  queues: number;
+  vnetHdr: boolean;
+  tapUid?: number;
+  tapGid?: number;
+  createdAt: string;
+}
+
+/** What reconcile found and repaired. */
+export interface ReconcileReport {
+  /** TAPs with tapnet's naming that no record owns: removed. */
+  orphanTaps: string[];
+  /** Records left half-done by a crash ('creating'/'releasing'): rolled back. */
+  incompleteRecords: string[];
+  /** Ready records whose TAP had vanished: the TAP was re-created. */
+  recreatedTaps: string[];
+  /** Leases whose owner has no record: freed. */
+  orphanLeases: string[];
+  /** Firewall elements without a VM: removed. */
+  orphanFirewallElements: string[];
+  /** Records that could not be read (quarantined). */
+  corruptRecords: string[];
+  /** Problems reconcile could not repair. */
+  errors: { code: string; message: string }[];
+}
+
+/** Counters and gauges for a metrics snapshot. */
+export interface ManagerMetrics {
+  ensures: { ok: number; failed: number; existing: number };
+  releases: { ok: number; failed: number; unknown: number };
+  activeVms: number;
+  reconciles: number;
+  repairs: number;
+  lastEnsureMs?: number;
+  lastReleaseMs?: number;
+}
