@@ -33,6 +33,7 @@ import {
   type FilterSpec,
   type Qdisc,
   type QdiscSpec,
+  readTcmsg,
 } from '../netlink/tc.js';
 import type { PoliceAction, TcActionSpec } from '../netlink/tc-action.js';
 import { TC_H_PARENT_INGRESS } from '../netlink/tc-constants.js';
@@ -139,10 +140,10 @@ export function delQdisc(
 /** Qdiscs with their parameters and counters, of one device or all. `tc -s qdisc show [dev X]` */
 export function listQdiscs(nl: NetlinkSocket, ifindex?: number): Qdisc[] {
   const out: Qdisc[] = [];
+  // The kernel dumps every device's qdiscs; decode only the ones asked for.
   for (const m of nl.dump(encodeGetQdiscs(), 'qdisc dump')) {
     if (m.type !== RTM_NEWQDISC) continue;
-    const q = decodeQdisc(m);
-    if (ifindex === undefined || q.ifindex === ifindex) out.push(q);
+    if (ifindex === undefined || readTcmsg(m.payload).ifindex === ifindex) out.push(decodeQdisc(m));
   }
   return out;
 }
@@ -344,11 +345,12 @@ export function setEgressRate(
   ensureQdisc(nl, ifindex, spec);
 }
 
-/** Remove the root tbf set by setEgressRate (any other root qdisc is left alone). `tc qdisc del dev X root` */
+/**
+ * Remove the root tbf set by setEgressRate; absent is success, and any other root qdisc is left alone (the
+ * kernel checks the kind). `tc qdisc del dev X root tbf`
+ */
 export function removeEgressRate(nl: NetlinkSocket, ifindex: number): void {
-  if (listQdiscs(nl, ifindex).some((q) => q.parent === TC_H_ROOT && q.kind === 'tbf')) {
-    delQdisc(nl, ifindex, { kind: 'tbf', parent: TC_H_ROOT });
-  }
+  delQdisc(nl, ifindex, { kind: 'tbf', parent: TC_H_ROOT });
 }
 
 export interface PoliceOptions {

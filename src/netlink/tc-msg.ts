@@ -17,10 +17,12 @@ export interface TcMsg {
   info: number;
 }
 
+/** An ERR_NETLINK_DECODE error for a malformed tc message. */
 export function decodeError(message: string, details: Record<string, unknown> = {}): TapnetError {
   return new TapnetError('ERR_NETLINK_DECODE', message, { details });
 }
 
+/** Write a struct tcmsg (20 bytes). */
 export function writeTcmsg(w: NlWriter, h: TcMsg): void {
   w.u8(h.family).u8(0).u16(0).i32(h.ifindex).u32(h.handle).u32(h.parent).u32(h.info);
 }
@@ -42,7 +44,7 @@ export function tcHandle(major: number, minor: number): number {
   return (((major & 0xffff) << 16) | (minor & 0xffff)) >>> 0;
 }
 
-/** A handle as tc prints it: `root`, `8001:`, `ffff:fff1`, `:5`, `800::800` is u32's own (not here). */
+/** A handle as tc prints it: `root`, `8001:`, `ffff:fff1`, `:5` (u32's `800::800` notation is not produced). */
 export function formatHandle(h: number): string {
   if (h === TC_H_ROOT) return 'root';
   const maj = (h & TC_H_MAJ_MASK) >>> 16;

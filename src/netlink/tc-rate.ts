@@ -47,6 +47,7 @@ export interface RateSpec {
   rate: number;
 }
 
+/** sizeof(struct tc_ratespec). */
 export const RATESPEC_LEN = 12;
 
 /** The u32 `rate` field for a 64-bit rate: saturated at 2^32-1 (the kernel then reads *_RATE64). */
