@@ -2,8 +2,8 @@
  * rtnetlink address messages (struct ifaddrmsg + IFA_* attributes). Pure.
  */
 import { TapnetError } from '../errors.js';
-import { bytesToIpString, type Family, ipToBytes, parseCidr } from '../ip.js';
-import { AttrMap, NlWriter } from './attr.js';
+import { type Family, ipToBytes, parseCidr } from '../ip.js';
+import { AttrMap, ipText, NlWriter } from './attr.js';
 import { AF_INET, AF_INET6, IFA_ADDRESS, IFA_BROADCAST, IFA_FLAGS, IFA_LABEL, IFA_LOCAL, RTM_GETADDR } from './constants.js';
 import { beginMessage, finishMessage, type NlMessage } from './message.js';
 
@@ -87,7 +87,7 @@ export function decodeAddress(m: NlMessage): Address {
   const addrRaw = a.raw(IFA_ADDRESS);
   const mine = localRaw ?? addrRaw;
   if (!mine) throw new TapnetError('ERR_NETLINK_DECODE', 'address message without IFA_LOCAL/IFA_ADDRESS');
-  const address = bytesToIpString(mine);
+  const address = ipText(mine);
   const prefix = p.readUInt8(1);
   const out: Address = {
     family,
@@ -98,9 +98,9 @@ export function decodeAddress(m: NlMessage): Address {
     scope: p.readUInt8(3),
     flags: a.u32(IFA_FLAGS) ?? p.readUInt8(2),
   };
-  if (localRaw && addrRaw && !localRaw.equals(addrRaw)) out.peer = bytesToIpString(addrRaw);
+  if (localRaw && addrRaw && !localRaw.equals(addrRaw)) out.peer = ipText(addrRaw);
   const brd = a.raw(IFA_BROADCAST);
-  if (brd) out.broadcast = bytesToIpString(brd);
+  if (brd) out.broadcast = ipText(brd);
   const label = a.str(IFA_LABEL);
   if (label) out.label = label;
   return out;

@@ -3,6 +3,7 @@
  * parser that reads attributes back with bounds checks. Pure: bytes in, values out.
  */
 import { TapnetError } from '../errors.js';
+import { bytesToIpString } from '../ip.js';
 import { NLA_F_NESTED, NLA_HDRLEN, NLA_TYPE_MASK } from './constants.js';
 
 /** Round up to the 4-byte netlink alignment. */
@@ -138,6 +139,14 @@ export class NlWriter {
   }
 }
 
+/** Canonical text of a 4- or 16-byte address; ERR_NETLINK_DECODE for any other length. */
+export function ipText(b: Buffer, type?: number): string {
+  if (b.length !== 4 && b.length !== 16) {
+    throw decodeError(`address attribute${type === undefined ? '' : ` ${type}`} has ${b.length} bytes`, { type });
+  }
+  return bytesToIpString(b);
+}
+
 /** One decoded attribute: its type (flags masked off), whether it was marked nested, and its payload. */
 export interface NlAttr {
   type: number;
@@ -224,6 +233,12 @@ export class AttrMap {
     if (b === undefined) return undefined;
     const nul = b.indexOf(0);
     return b.toString('utf8', 0, nul < 0 ? b.length : nul);
+  }
+  /** An IPv4 or IPv6 address attribute (4 or 16 bytes, network order) as canonical text. */
+  ip(type: number): string | undefined {
+    const b = this.map.get(type);
+    if (b === undefined) return undefined;
+    return ipText(b, type);
   }
   /** A nested attribute's children. */
   nested(type: number): AttrMap | undefined {

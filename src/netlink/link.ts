@@ -3,8 +3,8 @@
  * Pure. Kinds understood in IFLA_LINKINFO: bridge, veth, vxlan, tun (and any other kind by name).
  */
 import { TapnetError } from '../errors.js';
-import { bytesToIpString, formatMac, ipToBytes, parseIp } from '../ip.js';
-import { AttrMap, NlWriter } from './attr.js';
+import { formatMac, ipToBytes, parseIp } from '../ip.js';
+import { AttrMap, ipText, NlWriter } from './attr.js';
 import {
   AF_UNSPEC,
   IFLA_ADDRESS,
@@ -269,9 +269,9 @@ function decodeTun(d: AttrMap): TunInfo {
 function decodeVxlan(d: AttrMap): VxlanInfo {
   const v: VxlanInfo = { id: d.u32(IFLA_VXLAN_ID) ?? 0 };
   const local = d.raw(IFLA_VXLAN_LOCAL) ?? d.raw(IFLA_VXLAN_LOCAL6);
-  if (local) v.local = bytesToIpString(local);
+  if (local) v.local = ipText(local);
   const group = d.raw(IFLA_VXLAN_GROUP) ?? d.raw(IFLA_VXLAN_GROUP6);
-  if (group) v.group = bytesToIpString(group);
+  if (group) v.group = ipText(group);
   const port = d.u16be(IFLA_VXLAN_PORT);
   if (port !== undefined) v.port = port;
   const learning = d.u8(IFLA_VXLAN_LEARNING);

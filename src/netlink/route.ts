@@ -2,8 +2,8 @@
  * rtnetlink route messages (struct rtmsg + RTA_* attributes). Pure.
  */
 import { TapnetError } from '../errors.js';
-import { bytesToIpString, type Family, ipToBytes, parseCidr, parseIp } from '../ip.js';
-import { AttrMap, NlWriter } from './attr.js';
+import { type Family, ipToBytes, parseCidr, parseIp } from '../ip.js';
+import { AttrMap, ipText, NlWriter } from './attr.js';
 import {
   AF_INET,
   AF_INET6,
@@ -121,7 +121,7 @@ export function decodeRoute(m: NlMessage): Route {
   const a = AttrMap.parse(p, RTMSG_LEN);
   const prefix = p.readUInt8(1);
   const dstRaw = a.raw(RTA_DST);
-  const dst = dstRaw ? bytesToIpString(dstRaw) : family === 4 ? '0.0.0.0' : '::';
+  const dst = dstRaw ? ipText(dstRaw) : family === 4 ? '0.0.0.0' : '::';
   const out: Route = {
     family,
     dst: `${dst}/${prefix}`,
@@ -132,11 +132,11 @@ export function decodeRoute(m: NlMessage): Route {
     flags: p.readUInt32LE(8),
   };
   const gw = a.raw(RTA_GATEWAY);
-  if (gw) out.gateway = bytesToIpString(gw);
+  if (gw) out.gateway = ipText(gw);
   const oif = a.u32(RTA_OIF);
   if (oif !== undefined) out.oif = oif;
   const src = a.raw(RTA_PREFSRC);
-  if (src) out.prefsrc = bytesToIpString(src);
+  if (src) out.prefsrc = ipText(src);
   const prio = a.u32(RTA_PRIORITY);
   if (prio !== undefined) out.priority = prio;
   return out;
