@@ -15,6 +15,8 @@ export interface PoolRequest extends AllocateOptions {
 /** Address management over a LeaseStore (local disk today, etcd later). */
 export class Ipam {
   private readonly byKey = new Map<string, { signature: string; pool: IpPool }>();
+  /** Spec text → pool, so the hot path skips re-parsing a spec it has seen. */
+  private readonly bySpec = new Map<string, IpPool>();
 
   constructor(readonly store: LeaseStore) {}
 
@@ -23,6 +25,15 @@ export class Ipam {
    * IpPool, with its index; a changed gateway or range for the same subnet gives a fresh one.
    */
   pool(spec: PoolSpec): IpPool {
+    const text = `${spec.network}|${spec.subnet}|${spec.gateway ?? ''}|${spec.rangeStart ?? ''}|${spec.rangeEnd ?? ''}`;
+    const seen = this.bySpec.get(text);
+    if (seen && this.byKey.get(poolKey(seen.ref))?.pool === seen) return seen;
+    const pool = this.resolve(spec);
+    this.bySpec.set(text, pool);
+    return pool;
+  }
+
+  private resolve(spec: PoolSpec): IpPool {
     const layout = resolvePool(spec);
     const key = poolKey(layout.ref);
     const signature = `${layout.gateway}|${layout.rangeStart}|${layout.rangeEnd}`;
@@ -53,7 +64,10 @@ export class Ipam {
     try {
       for (const req of requests) {
         const pool = this.pool(req.pool);
-        const { lease, created } = await pool.allocateDetailed(owner, { address: req.address });
+        const { lease, created } = await pool.allocateDetailed(owner, {
+          address: req.address,
+          fresh: req.fresh,
+        });
         done.push({ pool, lease, created });
       }
     } catch (e) {

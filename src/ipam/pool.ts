@@ -33,6 +33,12 @@ export interface Lease {
 export interface AllocateOptions {
   /** A static address: honoured, or refused with ERR_IPAM_CONFLICT (taken, reserved or outside the pool). */
   address?: string;
+  /**
+   * Re-read the pool's leases first, so that a lease another process claimed for this owner is found
+   * (and returned) instead of a second one being made. For recovering an interrupted ensure, where the
+   * VM's record has no address yet; costs one directory listing.
+   */
+  fresh?: boolean;
 }
 
 interface Index {
@@ -160,6 +166,7 @@ export class IpPool {
     options: AllocateOptions,
   ): Promise<{ lease: Lease; created: boolean }> {
     const wanted = options.address === undefined ? undefined : this.checkStatic(options.address);
+    if (options.fresh) await this.reload();
     let idx = await this.ensureIndex();
     const held = await this.heldBy(idx, owner);
     if (held !== undefined) {
@@ -344,9 +351,10 @@ export class IpPool {
     return released;
   }
 
-  /** The lease `owner` holds in this pool, or undefined. */
-  async leaseOf(owner: string): Promise<Lease | undefined> {
+  /** The lease `owner` holds in this pool, or undefined (`fresh`: re-read the store first). */
+  async leaseOf(owner: string, options: { fresh?: boolean } = {}): Promise<Lease | undefined> {
     validateVmId(owner);
+    if (options.fresh) await this.reload();
     const v = await this.heldBy(await this.ensureIndex(), owner);
     return v === undefined ? undefined : this.lease(owner, v);
   }

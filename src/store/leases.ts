@@ -2,12 +2,15 @@
  * Address leases on local disk. One symlink per leased address, whose target is the owner's VM ID:
  *
  *   <state>/ipam/<network>/<address>_<prefix>/leases/198.18.0.7 -> vm-42
- *   <state>/ipam/<network>/<address>_<prefix>/cursor            -> 198.18.0.7   (last handed out)
+ *   <state>/ipam/<network>/<address>_<prefix>/cursor   "198.18.0.7" (last handed out), padded text
  *
  * symlink(2) creates the name and its content in one atomic step and fails with EEXIST when the name
  * exists, so the filesystem is the arbiter between processes and a crash can never leave a lease
- * without an owner. `ls -l` shows who holds what.
+ * without an owner. `ls -l` shows who holds what. The cursor is only a round-robin hint, so it is
+ * rewritten in place (one pwrite, no new inode) rather than replaced atomically; a garbled cursor
+ * merely restarts the scan at the start of the range.
  */
+import fs from 'node:fs';
 import { TapnetError } from '../errors.js';
 import { cidrContains, formatCidr, formatIp, parseCidr, parseIp } from '../ip.js';
 import { validateName, validateVmId } from '../validate.js';
@@ -20,7 +23,14 @@ interface PoolPaths {
   cidr: ReturnType<typeof parseCidr>;
   /** Path segments of the pool directory under the state root. */
   segments: string[];
+  /** Absolute path of the leases directory (built by StateDir.path, so checked). */
+  leasesDir: string;
+  /** The open cursor file, once used. */
+  cursorFd?: number;
 }
+
+/** Bytes of the cursor file: the longest IPv6 text (39) fits with room to spare. */
+const CURSOR_SIZE = 48;
 
 const POOL_DIR_RE = /^([0-9a-f.:]+)_(\d{1,3})$/;
 
@@ -46,11 +56,13 @@ export class FileLeaseStore implements LeaseStore {
         },
       );
     }
+    const segments = ['ipam', ref.network, `${formatIp(cidr.family, cidr.network)}_${cidr.prefix}`];
     const p: PoolPaths = {
       ref: { network: ref.network, subnet: ref.subnet },
       family: cidr.family,
       cidr,
-      segments: ['ipam', ref.network, `${formatIp(cidr.family, cidr.network)}_${cidr.prefix}`],
+      segments,
+      leasesDir: this.dir.path(...segments, 'leases'),
     };
     this.pathCache.set(key, p);
     return p;
@@ -73,7 +85,8 @@ export class FileLeaseStore implements LeaseStore {
         details: { value: addr, subnet: p.ref.subnet },
       });
     }
-    return this.dir.path(...p.segments, 'leases', addr);
+    // Canonical address text is only [0-9a-f.:], never `.`/`..`: safe to join without re-checking.
+    return `${p.leasesDir}/${addr}`;
   }
 
   /** Create the lease symlink; true when `owner` holds `addr` afterwards (new or already its own). */
@@ -108,7 +121,7 @@ export class FileLeaseStore implements LeaseStore {
   async leases(pool: PoolRef): Promise<Map<string, string>> {
     const p = this.pool(pool);
     const out = new Map<string, string>();
-    const dir = this.dir.path(...p.segments, 'leases');
+    const dir = p.leasesDir;
     for (const name of this.dir.list(dir)) {
       let file: string;
       try {
@@ -162,14 +175,35 @@ export class FileLeaseStore implements LeaseStore {
     return out;
   }
 
+  private cursor(p: PoolPaths): { fd: number; file: string } {
+    const file = this.dir.path(...p.segments, 'cursor');
+    p.cursorFd ??= this.dir.openFixed(file);
+    return { fd: p.cursorFd, file };
+  }
+
   async getCursor(pool: PoolRef): Promise<string | undefined> {
-    return this.dir.readLink(this.dir.path(...this.pool(pool).segments, 'cursor'));
+    const { fd, file } = this.cursor(this.pool(pool));
+    return this.dir.readFixed(fd, file, CURSOR_SIZE) || undefined;
   }
 
   async setCursor(pool: PoolRef, addr: string): Promise<void> {
     const p = this.pool(pool);
     this.leaseFile(p, addr); // validates addr
-    this.dir.replaceLink(this.dir.path(...p.segments, 'cursor'), addr);
+    const { fd, file } = this.cursor(p);
+    this.dir.writeFixed(fd, file, addr, CURSOR_SIZE);
+  }
+
+  /** Close the cursor files this store opened. It reopens them if used again. */
+  close(): void {
+    for (const p of this.pathCache.values()) {
+      if (p.cursorFd === undefined) continue;
+      try {
+        fs.closeSync(p.cursorFd);
+      } catch {
+        // already closed
+      }
+      p.cursorFd = undefined;
+    }
   }
 
   /** The directory holding the pool's state (for cleanup of crash leftovers). */

@@ -5,8 +5,8 @@
  *   tapnet-store.json                         layout version
  *   vms/<vmId>.json                           one record per VM (pretty JSON)
  *   ipam/<network>/<addr>_<prefix>/leases/*   one symlink per leased address → owner
- *   ipam/<network>/<addr>_<prefix>/cursor     symlink → last address handed out
- *   locks/{vm,network}/<name>.lock            flock(2) targets, removed on release
+ *   ipam/<network>/<addr>_<prefix>/cursor     last address handed out (a hint, rewritten in place)
+ *   locks/{vm,network}/<name>.lock            flock(2) targets, removed by release({ forget: true })
  *   quarantine/                               unreadable files, moved aside for a human
  */
 import { FileLeaseStore } from './leases.js';
@@ -48,6 +48,11 @@ export class LocalStore<T extends StoredRecord = StoredRecord> {
    */
   sync(): Promise<void> {
     return this.stateDir.sync();
+  }
+
+  /** Close the files the store keeps open (the IPAM cursors). Using the store again reopens them. */
+  close(): void {
+    this.leases.close();
   }
 
   /** Remove temp files (older than a minute) that a crashed writer left behind. Returns how many. */

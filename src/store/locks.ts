@@ -1,9 +1,10 @@
 /**
  * Per-key locks across processes for the local backend: an in-process FIFO queue per key (KeyedMutex),
  * then flock(2) on `<state>/locks/<scope>/<name>.lock`. The kernel drops an flock when its holder dies,
- * so a crashed CLI or daemon never leaves a VM locked. Lock files are removed on release, so
- * `ls <state>/locks/vm` shows (roughly) what is held right now; the inode check after flock makes that
- * removal safe against a waiter that opened the old file.
+ * so a crashed CLI or daemon never leaves a VM locked. A lock file lives as long as its VM (creating an
+ * inode on every acquire would cost more than the rest of the lock); release({ forget: true }) removes
+ * it, and the inode check after flock makes that removal safe against a waiter that opened the old file.
+ * `grep FLOCK /proc/locks` shows what is held right now.
  */
 import fs from 'node:fs';
 import { TapnetError } from '../errors.js';
@@ -50,12 +51,17 @@ export function tryLockFile(file: string): number | undefined {
   }
 }
 
-/** Release a lock taken by tryLockFile: remove the file while still holding it, then close the fd. */
-export function unlockFile(file: string, fd: number): void {
-  try {
-    fs.unlinkSync(file);
-  } catch {
-    // best effort: a leftover lock file is harmless (flock is what counts)
+/**
+ * Release a lock taken by tryLockFile by closing its fd; with `remove`, first unlink the file while
+ * still holding the lock (waiters that opened it notice the inode change and retry).
+ */
+export function unlockFile(file: string, fd: number, remove = false): void {
+  if (remove) {
+    try {
+      fs.unlinkSync(file);
+    } catch {
+      // best effort: a leftover lock file is harmless (flock is what counts)
+    }
   }
   try {
     fs.closeSync(fd);
@@ -126,10 +132,10 @@ export class LocalLockService implements LockService {
     return {
       scope,
       name,
-      release: () => {
+      release: (opts) => {
         if (!held) return;
         held = false;
-        unlockFile(file, fd);
+        unlockFile(file, fd, opts?.forget === true);
         releaseLocal();
       },
     };

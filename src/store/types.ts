@@ -144,7 +144,11 @@ export type LockScope = 'vm' | 'network';
 export interface HeldLock {
   readonly scope: LockScope;
   readonly name: string;
-  release(): void;
+  /**
+   * Let the next waiter in. `forget`: the key will not be used again soon (its VM was deleted), so the
+   * backend may drop what it keeps per key (the local backend removes the lock file).
+   */
+  release(options?: { forget?: boolean }): void;
 }
 
 /**

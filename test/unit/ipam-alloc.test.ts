@@ -237,4 +237,15 @@ describe('IPAM across two in-memory indexes over the same files (two processes)'
     assert.equal(await b.release('b-0', '198.18.12.5'), false, 'someone else’s lease is not released');
     assert.equal((await store.leases(b.ref)).get('198.18.12.5'), 'a-3');
   });
+
+  it('fresh: finds the lease another process already claimed for this owner', async () => {
+    const store = await fileStore();
+    const spec: PoolSpec = { network: 'fresh', subnet: '198.18.14.0/24' };
+    const b = new Ipam(store).pool(spec);
+    await b.stats(); // b's index predates a's allocation
+    const first = await new Ipam(store).pool(spec).allocate('vm-x');
+    assert.equal((await b.allocate('vm-x', { fresh: true })).address, first.address);
+    assert.equal((await b.leaseOf('vm-x'))?.address, first.address);
+    assert.equal((await store.leases(b.ref)).size, 1, 'no second lease');
+  });
 });

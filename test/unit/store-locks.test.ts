@@ -98,11 +98,22 @@ describe('LocalLockService', () => {
     maxInside = 0;
     await Promise.all(Array.from({ length: 10 }, (_, i) => work(`vm-${i}`)));
     assert.ok(maxInside > 1, 'different VMs ran concurrently');
-    assert.deepEqual(
-      fs.readdirSync(path.join(store.dir, 'locks', 'vm')),
-      [],
-      'lock files are removed on release',
-    );
+    // Lock files live as long as their VM; release({ forget: true }) removes one.
+    const lockDir = path.join(store.dir, 'locks', 'vm');
+    assert.equal(fs.readdirSync(lockDir).length, 11);
+    (await store.locks.acquire('vm', 'same')).release({ forget: true });
+    assert.equal(fs.existsSync(path.join(lockDir, 'same.lock')), false);
+    (await store.locks.acquire('vm', 'same', { timeoutMs: 100 })).release();
+  });
+
+  it('a waiter whose lock file is removed by the holder retries on the new file', async () => {
+    const store = await openLocalStore({ dir: tempDir() });
+    const first = await store.locks.acquire('vm', 'gone');
+    const second = store.locks.acquire('vm', 'gone', { timeoutMs: 1000 });
+    first.release({ forget: true });
+    (await second).release({ forget: true });
+    const third = await store.locks.acquire('vm', 'gone', { timeoutMs: 100 });
+    third.release();
   });
 
   it('waits for another process, honours AbortSignal and timeouts, and is freed when that process is killed', async () => {
@@ -138,7 +149,6 @@ describe('LocalLockService', () => {
     fs.writeFileSync(path.join(dir, 'locks', 'vm', 'left.lock'), '');
     const lock = await store.locks.acquire('vm', 'left', { timeoutMs: 100 });
     lock.release();
-    assert.equal(fs.existsSync(path.join(dir, 'locks', 'vm', 'left.lock')), false);
     const net = await store.locks.acquire('network', 'br-net', { timeoutMs: 100 });
     net.release();
     await assert.rejects(store.locks.acquire('network', '../x'), (e) =>
