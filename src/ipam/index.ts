@@ -2,7 +2,7 @@
 export { Ipam, type PoolRequest } from './ipam.js';
 export { canonicalSubnet, type PoolLayout, type PoolSpec, resolvePool } from './layout.js';
 export { MemoryLeaseStore } from './memory.js';
-export { type AllocateOptions, IpPool, type Lease, type PoolStats } from './pool.js';
+export { type AllocateOptions, IpPool, type Lease, type PoolStats, type ReleaseOptions } from './pool.js';
 export {
   listAllLeases,
   type OrphanLease,

@@ -75,7 +75,7 @@ export class Ipam {
       for (const d of done.toReversed()) {
         if (!d.created) continue;
         try {
-          await d.pool.release(owner, d.lease.address);
+          await d.pool.release(owner, { address: d.lease.address });
         } catch (undoError) {
           failures.push(
             toTapnetError(undoError, 'ERR_IPAM_LEAK', `release ${d.lease.address} after a failed allocation`),
@@ -91,16 +91,17 @@ export class Ipam {
 
   /**
    * Release what `owner` holds in each pool (best effort: every pool is tried; failures are reported
-   * together as ERR_TEARDOWN). Returns the number of leases removed. Call while holding the VM's lock.
+   * together as ERR_TEARDOWN). Give each request the address from the VM's record when known (see
+   * IpPool.release). Returns the number of leases removed. Call while holding the VM's lock.
    */
   async releaseAll(owner: string, pools: Array<PoolSpec | PoolRequest>): Promise<number> {
     const failures: TapnetError[] = [];
     let n = 0;
     for (const p of pools) {
       const spec = 'pool' in p ? p.pool : p;
-      const address = 'pool' in p ? p.address : undefined;
+      const options = 'pool' in p ? { address: p.address, fresh: p.fresh } : {};
       try {
-        if (await this.pool(spec).release(owner, address)) n++;
+        if (await this.pool(spec).release(owner, options)) n++;
       } catch (e) {
         if (isTapnetError(e, 'ERR_INVALID_ARGUMENT')) throw e;
         failures.push(toTapnetError(e, 'ERR_IPAM_LEAK', `release ${owner} in ${spec.subnet}`));

@@ -41,6 +41,14 @@ export interface AllocateOptions {
   fresh?: boolean;
 }
 
+/** Options of a release. */
+export interface ReleaseOptions {
+  /** The address to release (from the VM's record). Default: what the index says the owner holds. */
+  address?: string;
+  /** Re-read the pool's leases first (one directory listing). */
+  fresh?: boolean;
+}
+
 interface Index {
   /** Every address known taken: leases (any owner) and the gateway. */
   runs: AddressRuns;
@@ -191,11 +199,12 @@ export class IpPool {
         if (cand === undefined) break;
         idx.runs.add(cand); // provisional: concurrent calls in this process skip it
         const text = fmt(this.layout, cand);
+        const provisional = idx;
         let won: boolean;
         try {
           won = await this.store.claim(this.layout.ref, text, owner);
         } catch (e) {
-          this.index?.runs.delete(cand);
+          if (this.index === provisional) provisional.runs.delete(cand); // not if reloaded meanwhile
           throw e;
         }
         idx = this.index ?? (await this.ensureIndex());
@@ -270,11 +279,12 @@ export class IpPool {
     let idx = await this.ensureIndex();
     const wasTaken = idx.runs.has(v);
     idx.runs.add(v);
+    const provisional = idx;
     let won: boolean;
     try {
       won = await this.store.claim(this.layout.ref, text, owner);
     } catch (e) {
-      if (!wasTaken) this.index?.runs.delete(v);
+      if (!wasTaken && this.index === provisional) provisional.runs.delete(v);
       throw e;
     }
     idx = this.index ?? (await this.ensureIndex());
@@ -312,11 +322,15 @@ export class IpPool {
   }
 
   /**
-   * Release `owner`'s lease (at `address`, or whatever it holds in this pool). Returns true when a lease
-   * was removed, false when the owner held none. Call while holding the owner's VM lock.
+   * Release `owner`'s lease: the one at `address` (as the VM's record says), else the one this process's
+   * index knows of; `fresh` re-reads the store first, to find a lease another process made. Returns
+   * true when a lease was removed, false when there was none (teardown can retry freely). Call while
+   * holding the owner's VM lock.
    */
-  async release(owner: string, address?: string): Promise<boolean> {
+  async release(owner: string, options: ReleaseOptions = {}): Promise<boolean> {
     validateVmId(owner);
+    const { address } = options;
+    if (options.fresh) await this.reload();
     let idx = await this.ensureIndex();
     let v: bigint | undefined;
     if (address !== undefined) {
@@ -331,11 +345,6 @@ export class IpPool {
       v = ip.value;
     } else {
       v = idx.byOwner.get(owner);
-      if (v === undefined) {
-        await this.reload(); // another process may have allocated it
-        idx = this.index ?? (await this.ensureIndex());
-        v = idx.byOwner.get(owner);
-      }
       if (v === undefined) return false;
     }
     const text = fmt(this.layout, v);

@@ -7,7 +7,7 @@
  * `grep FLOCK /proc/locks` shows what is held right now.
  */
 import fs from 'node:fs';
-import { TapnetError } from '../errors.js';
+import { isTapnetError, TapnetError } from '../errors.js';
 import { flock, LOCK_EX, LOCK_NB } from '../sys/flock.js';
 import { validateName, validateVmId } from '../validate.js';
 import { abortedError, KeyedMutex, timeoutError } from './mutex.js';
@@ -123,7 +123,12 @@ export class LocalLockService implements LockService {
     let fd: number;
     try {
       this.dir.ensureDir(dir);
-      fd = await lockFile(file, { ...options, what });
+      fd = await lockFile(file, { ...options, what }).catch((e: unknown) => {
+        if (!isTapnetError(e, 'ERR_STORE') || e.errno !== 'ENOENT') throw e;
+        this.dir.forgetDir(dir); // the directory was removed behind our back: make it again, once
+        this.dir.ensureDir(dir);
+        return lockFile(file, { ...options, what });
+      });
     } catch (e) {
       releaseLocal();
       throw e;

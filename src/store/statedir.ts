@@ -121,19 +121,22 @@ export class StateDir {
    */
   writeAtomic(file: string, data: string): void {
     const dir = path.dirname(file);
-    this.ensureDir(dir);
-    const tmp = this.tempPath(file);
-    try {
-      fs.writeFileSync(tmp, data, { flag: 'wx', mode: 0o644 });
-      fs.renameSync(tmp, file);
-    } catch (e) {
+    for (let attempt = 0; ; attempt++) {
+      this.ensureDir(dir);
+      const tmp = this.tempPath(file);
       try {
-        fs.unlinkSync(tmp);
-      } catch {
-        // it may not exist; the error below is the one that matters
+        fs.writeFileSync(tmp, data, { flag: 'wx', mode: 0o644 });
+        fs.renameSync(tmp, file);
+        break;
+      } catch (e) {
+        try {
+          fs.unlinkSync(tmp);
+        } catch {
+          // it may not exist; the error below is the one that matters
+        }
+        if (fsErrno(e) !== 'ENOENT' || attempt > 0) throw storeError('write', file, e);
+        this.forgetDir(dir); // the directory was removed behind our back: make it again, once
       }
-      if (fsErrno(e) === 'ENOENT') this.forgetDir(dir);
-      throw storeError('write', file, e);
     }
     this.markDirty(file);
   }

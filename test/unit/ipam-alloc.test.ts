@@ -234,7 +234,11 @@ describe('IPAM across two in-memory indexes over the same files (two processes)'
     await assert.rejects(b.allocate('b-0'), code('ERR_IPAM_EXHAUSTED'));
     assert.equal(await a.release('a-2'), true);
     assert.equal((await b.allocate('b-0')).address, '198.18.12.4');
-    assert.equal(await b.release('b-0', '198.18.12.5'), false, 'someone else’s lease is not released');
+    assert.equal(
+      await b.release('b-0', { address: '198.18.12.5' }),
+      false,
+      'someone else’s lease is not released',
+    );
     assert.equal((await store.leases(b.ref)).get('198.18.12.5'), 'a-3');
   });
 
@@ -247,5 +251,11 @@ describe('IPAM across two in-memory indexes over the same files (two processes)'
     assert.equal((await b.allocate('vm-x', { fresh: true })).address, first.address);
     assert.equal((await b.leaseOf('vm-x'))?.address, first.address);
     assert.equal((await store.leases(b.ref)).size, 1, 'no second lease');
+    const c = new Ipam(store).pool(spec);
+    await c.stats();
+    await new Ipam(store).pool(spec).allocate('vm-y');
+    assert.equal(await c.release('vm-y'), false, 'c’s index predates vm-y’s lease');
+    assert.equal(await c.release('vm-y', { fresh: true }), true);
+    assert.equal((await store.leases(b.ref)).size, 1);
   });
 });

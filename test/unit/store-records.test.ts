@@ -268,6 +268,21 @@ describe('FileRecordStore', () => {
     }
   });
 
+  it('recreates directories removed behind its back', async () => {
+    const dir = tempDir();
+    const store = await openLocalStore<VmRec>({ dir });
+    await store.records.put({ vmId: 'a', state: 'ready' });
+    (await store.locks.acquire('vm', 'a')).release();
+    await store.leases.claim({ network: 'n', subnet: '198.18.0.0/24' }, '198.18.0.2', 'a');
+    for (const sub of ['vms', 'locks', 'ipam']) fs.rmSync(path.join(dir, sub), { recursive: true });
+    assert.equal((await store.records.put({ vmId: 'b', state: 'ready' })).generation, 1);
+    (await store.locks.acquire('vm', 'b', { timeoutMs: 100 })).release();
+    assert.equal(
+      await store.leases.claim({ network: 'n', subnet: '198.18.0.0/24' }, '198.18.0.3', 'b'),
+      true,
+    );
+  });
+
   it('sync() flushes what was written; cleanTemp() removes only old crash leftovers', async () => {
     const dir = tempDir();
     const store = await openLocalStore<VmRec>({ dir });
