@@ -145,7 +145,37 @@ export class LocalLockService implements LockService {
       },
     };
   }
+
+  /**
+   * Remove every lock file nobody holds (each is taken with flock first, so this is safe while other
+   * processes use the store; files are recreated on demand). For gc/reconcile, since lock files of VMs
+   * released without `forget` stay behind. Returns how many were removed.
+   */
+  prune(): number {
+    let n = 0;
+    for (const scope of SCOPES) {
+      const dir = this.dir.path('locks', scope);
+      for (const name of this.dir.list(dir)) {
+        if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\.lock$/.test(name)) continue;
+        if (this.mutex.isHeld(`${scope}/${name.slice(0, -5)}`)) continue;
+        const file = this.dir.path('locks', scope, name);
+        let fd: number | undefined;
+        try {
+          fd = tryLockFile(file); // undefined: held by another process (or another fd of ours)
+        } catch {
+          continue; // vanished or unreadable: not ours to fix here
+        }
+        if (fd === undefined) continue;
+        unlockFile(file, fd, true);
+        n++;
+      }
+    }
+    return n;
+  }
 }
+
+/** Every lock scope (a directory under `<state>/locks`). */
+const SCOPES: readonly LockScope[] = ['vm', 'network'];
 
 /** Run `fn` while holding the lock of (`scope`, `name`); the lock is released however `fn` ends. */
 export async function withLock<R>(

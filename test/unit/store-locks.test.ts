@@ -106,6 +106,28 @@ describe('LocalLockService', () => {
     (await store.locks.acquire('vm', 'same', { timeoutMs: 100 })).release();
   });
 
+  it('prune() removes the lock files nobody holds, in this process or another', async () => {
+    const dir = tempDir();
+    const store = await openLocalStore({ dir });
+    for (const vmId of ['idle-1', 'idle-2']) (await store.locks.acquire('vm', vmId)).release();
+    (await store.locks.acquire('network', 'idle-net')).release();
+    const mine = await store.locks.acquire('vm', 'held-here');
+    const child = await forkWorker(['hold', dir, 'held-there'], 'locked');
+    assert.equal(store.locks.prune(), 3);
+    assert.deepEqual(fs.readdirSync(path.join(dir, 'locks', 'vm')).sort(), [
+      'held-here.lock',
+      'held-there.lock',
+    ]);
+    await assert.rejects(store.locks.acquire('vm', 'held-there', { timeoutMs: 50 }), (e) =>
+      isTapnetError(e, 'ERR_TIMEOUT'),
+    );
+    mine.release();
+    child.kill('SIGKILL');
+    await killed(child);
+    assert.equal(store.locks.prune(), 2);
+    (await store.locks.acquire('vm', 'idle-1', { timeoutMs: 100 })).release();
+  });
+
   it('a waiter whose lock file is removed by the holder retries on the new file', async () => {
     const store = await openLocalStore({ dir: tempDir() });
     const first = await store.locks.acquire('vm', 'gone');
