@@ -145,6 +145,17 @@ function checkJson(v: unknown, path: string): void {
   }
 }
 
+/**
+ * Check a document before it goes to libnftables: `{"nftables": [...]}` of plain JSON values only, no NUL,
+ * no lone surrogate, no integer beyond 2^53. Throws ERR_INVALID_ARGUMENT.
+ */
+export function validateNftDocument(doc: NftDocument): void {
+  if (!doc || typeof doc !== 'object' || !Array.isArray(doc.nftables)) {
+    throw new TapnetError('ERR_INVALID_ARGUMENT', 'nftables document must be {"nftables": [...]}');
+  }
+  checkJson(doc, 'nftables');
+}
+
 /** Parse libnftables' JSON output: one document per list command, one per line. Metainfo is dropped. */
 export function parseNftOutput(text: string): NftDocument {
   const out: NftObject[] = [];
@@ -218,10 +229,7 @@ export class NftContext {
   run(doc: NftDocument): NftDocument {
     const ctx = this.ctx;
     if (ctx === null) throw new TapnetError('ERR_INTERNAL', 'NftContext used after close()');
-    if (!doc || !Array.isArray(doc.nftables)) {
-      throw new TapnetError('ERR_INVALID_ARGUMENT', 'nftables document must be {"nftables": [...]}');
-    }
-    checkJson(doc, 'nftables');
+    validateNftDocument(doc);
     const text = JSON.stringify(doc);
     const lib = libnftables();
     const rc = lib.runCmdFromBuffer(ctx, text) as number;
