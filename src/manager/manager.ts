@@ -340,6 +340,7 @@ export class NetworkManager {
     const t0 = performance.now();
     validateVmId(vmId);
     const lock = await this.store.locks.acquire('vm', vmId, opts.signal ? { signal: opts.signal } : {});
+    let released = false;
     try {
       const r = await this.store.records.get(vmId);
       if (!r) {
@@ -347,13 +348,15 @@ export class NetworkManager {
         return;
       }
       await this.finishRelease(r);
+      released = true;
       this.counters.releases.ok++;
       this.counters.lastReleaseMs = performance.now() - t0;
     } catch (e) {
       this.counters.releases.failed++;
       throw e;
     } finally {
-      lock.release();
+      // The VM is gone: its lock file can go too (ids change with every VM; they would pile up).
+      lock.release({ forget: released });
     }
   }
 
@@ -387,8 +390,10 @@ export class NetworkManager {
     await attempt('delete TAP', () => this.reaper.delete(rec.tap));
     if (net) {
       const pools = this.pools(net);
-      const specs = [pools.v4, pools.v6].filter((p): p is PoolSpec => p !== undefined);
-      await attempt('release addresses', () => this.ipam.releaseAll(rec.vmId, specs));
+      const requests: PoolRequest[] = [];
+      if (pools.v4) requests.push({ pool: pools.v4, ...(rec.ipv4 ? { address: rec.ipv4 } : {}) });
+      if (pools.v6) requests.push({ pool: pools.v6, ...(rec.ipv6 ? { address: rec.ipv6 } : {}) });
+      await attempt('release addresses', () => this.ipam.releaseAll(rec.vmId, requests));
     }
     if (failures.length) throw teardownError(`release ${rec.vmId}`, failures);
     await this.store.records.delete(rec.vmId);

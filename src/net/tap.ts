@@ -60,6 +60,8 @@ export interface TapOptions {
   linkGroup?: number;
   /** Interface alias (IFLA_IFALIAS), e.g. who owns the TAP. */
   alias?: string;
+  /** No automatic IPv6 link-local address on the host side (a bridge port needs none). */
+  noIpv6LinkLocal?: boolean;
 }
 
 export interface Tap {
@@ -129,7 +131,7 @@ export function createTap(o: TapOptions, nl?: NetlinkSocket): Tap {
   const persistent = o.persistent ?? true;
   const mac = o.mac !== undefined ? parseMac(o.mac, 'TAP MAC') : undefined;
   const wantLink =
-    o.master !== undefined || o.up !== undefined || o.mtu !== undefined || mac || o.linkGroup !== undefined || o.alias !== undefined;
+    o.master !== undefined || o.up !== undefined || o.mtu !== undefined || mac || o.linkGroup !== undefined || o.alias !== undefined || o.noIpv6LinkLocal;
   if (wantLink && !nl) throw new TapnetError('ERR_INTERNAL', 'createTap needs a netlink socket to set link attributes');
 
   const fds = openQueues(name, tapFlags(o), queues, o.nsFd);
@@ -146,6 +148,7 @@ export function createTap(o: TapOptions, nl?: NetlinkSocket): Tap {
       if (mac) req.mac = mac;
       if (o.linkGroup !== undefined) req.group = o.linkGroup;
       if (o.alias !== undefined) req.alias = o.alias;
+      if (o.noIpv6LinkLocal) req.noIpv6LinkLocal = true;
       try {
         nl!.request(encodeLinkRequest(RTM_NEWLINK, 0, req), name);
       } catch (e) {

@@ -173,6 +173,11 @@ export const IFLA_TUN_MULTI_QUEUE = 7;
 export const IFLA_TUN_NUM_QUEUES = 8;
 export const IFLA_TUN_NUM_DISABLED_QUEUES = 9;
 
+/** Inside IFLA_AF_SPEC / AF_INET6 (linux/if_link.h). */
+export const IFLA_INET6_ADDR_GEN_MODE = 8;
+export const IN6_ADDR_GEN_MODE_EUI64 = 0;
+export const IN6_ADDR_GEN_MODE_NONE = 1;
+
 export const RTEXT_FILTER_VF = 1;
 export const RTEXT_FILTER_SKIP_STATS = 1 << 3;
 

@@ -6,7 +6,11 @@ import { TapnetError } from '../errors.js';
 import { formatMac, ipToBytes, parseIp } from '../ip.js';
 import { AttrMap, ipText, NlWriter } from './attr.js';
 import {
+  AF_INET6,
   AF_UNSPEC,
+  IFLA_AF_SPEC,
+  IFLA_INET6_ADDR_GEN_MODE,
+  IN6_ADDR_GEN_MODE_NONE,
   IFLA_ADDRESS,
   IFLA_BR_AGEING_TIME,
   IFLA_BR_FORWARD_DELAY,
@@ -151,6 +155,8 @@ export interface LinkRequest {
   txqlen?: number;
   group?: number;
   alias?: string;
+  /** IPv6 address generation mode none: no automatic link-local address (saves work when bringing up). */
+  noIpv6LinkLocal?: boolean;
   /** Kind of link to create, with its IFLA_INFO_DATA writer. */
   kind?: string;
   infoData?: (w: NlWriter) => void;
@@ -172,6 +178,9 @@ function writeLinkAttrs(w: NlWriter, r: LinkRequest): void {
   if (r.txqlen !== undefined) w.attrU32(IFLA_TXQLEN, r.txqlen);
   if (r.group !== undefined) w.attrU32(IFLA_GROUP, r.group);
   if (r.alias !== undefined) w.attrStr(IFLA_IFALIAS, r.alias);
+  if (r.noIpv6LinkLocal) {
+    w.nest(IFLA_AF_SPEC, () => w.nest(AF_INET6, () => w.attrU8(IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE)));
+  }
 }
 
 /**

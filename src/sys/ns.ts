@@ -4,7 +4,7 @@
  * the event loop runs again (STYLE.md, rule 2).
  */
 import { TapnetError } from '../errors.js';
-import { CLONE_NEWNET, close, O_CLOEXEC, O_RDONLY, open, setns } from './libc.js';
+import { CLONE_NEWNET, O_CLOEXEC, O_RDONLY, open, setns } from './libc.js';
 
 /** The calling thread's own network namespace, as a path that works on every kernel we support. */
 export const SELF_NETNS = '/proc/thread-self/ns/net';
@@ -16,22 +16,29 @@ export const SELF_NETNS = '/proc/thread-self/ns/net';
  */
 export function withNetns<T>(nsFd: number | undefined, fn: () => T): T {
   if (nsFd === undefined) return checkSync(fn());
-  const home = open(SELF_NETNS, O_RDONLY | O_CLOEXEC);
+  const home = homeNetns();
+  setns(nsFd, CLONE_NEWNET);
   try {
-    setns(nsFd, CLONE_NEWNET);
-    try {
-      return checkSync(fn());
-    } finally {
-      try {
-        setns(home, CLONE_NEWNET);
-      } catch (e) {
-        process.stderr.write(`tapnet: fatal: could not return to the original network namespace: ${e}\n`);
-        process.abort();
-      }
-    }
+    return checkSync(fn());
   } finally {
-    close(home);
+    try {
+      setns(home, CLONE_NEWNET);
+    } catch (e) {
+      process.stderr.write(`tapnet: fatal: could not return to the original network namespace: ${e}\n`);
+      process.abort();
+    }
   }
+}
+
+let home: number | undefined;
+
+/**
+ * An fd of the main thread's own network namespace, opened once: the namespace withNetns returns to.
+ * (Only the main thread calls withNetns, and it never stays in another namespace.)
+ */
+function homeNetns(): number {
+  if (home === undefined) home = open(SELF_NETNS, O_RDONLY | O_CLOEXEC);
+  return home;
 }
 
 function checkSync<T>(v: T): T {
