@@ -85,7 +85,8 @@ export function renderGuestConfig(
   const cfg = guestNet(info, opts.hostname);
   const machine = opts.machine ?? 'q35';
   const vhost = opts.vhost ?? vhostNetAvailable();
-  const byFd = { ...cfg, tapFds: Array.from({ length: info.queues }, (_, i) => 3 + i) };
+  // The VMM gets the TAP's queues as fds 3, 4, … (spawn stdio mapping).
+  const byFd = info.queues === 1 ? { ...cfg, tapFd: 3 } : { ...cfg, tapFds: Array.from({ length: info.queues }, (_, i) => 3 + i) };
   return {
     ...(info.ipv4 ? { kernelIpArg: renderKernelIpArg(cfg) } : {}),
     ...(info.queues === 1
