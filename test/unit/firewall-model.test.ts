@@ -200,7 +200,7 @@ describe('libnftables document checks', () => {
       { add: {} },
       null,
     ];
-    bad.forEach((d, i) => invalid(() => validateNftDocument(d as never), `case ${i}`));
+    for (const [i, d] of bad.entries()) invalid(() => validateNftDocument(d as never), `case ${i}`);
   });
 
   it('merges one output document per list command and drops metainfo', () => {
