@@ -1,0 +1,410 @@
+/**
+ * Traffic through the nftables firewall, inside private namespaces: a "router" namespace with a bridge and
+ * TAP ports (the test plays the VMs by writing raw Ethernet frames into the TAP fds from child
+ * processes), and an "upstream" namespace with a UDP echo server.
+ *
+ *   [vm: tn0001 fd] ─┐                                   ┌──────────────┐
+ *   [vm: tn0002 fd] ─┼─ tb0 198.18.0.1/24 ── router ── vup 198.19.0.1 ── vdn 198.19.0.2 (upstream, echo)
+ *   [  tn0003 fd  ] ─┘   tb1 198.18.1.1/24 (network t2)
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { closeSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { createFirewall, type Firewall, type FirewallNetwork } from '../../src/firewall/index.js';
+import { setSysctl } from '../../src/net/netns.js';
+import { createTap } from '../../src/net/tap.js';
+import { makeTestNetns, privSkipReason, type TestNetns } from '../helpers/priv.js';
+
+const skip = privSkipReason();
+
+const MAC_A = '02:00:00:00:0a:01';
+const MAC_B = '02:00:00:00:0b:02';
+const MAC_C = '02:00:00:00:0c:03';
+const BRIDGE_MAC = '02:00:00:00:00:fe';
+const NET1: FirewallNetwork = {
+  name: 't1',
+  topology: 'bridge',
+  bridge: 'tb0',
+  tapPrefix: 'tn',
+  subnet4: '198.18.0.0/24',
+  nat: true,
+  isolate: true,
+};
+const NET2: FirewallNetwork = {
+  name: 't2',
+  topology: 'bridge',
+  bridge: 'tb1',
+  tapPrefix: 'tm',
+  subnet4: '198.18.1.0/24',
+  nat: true,
+  isolate: false,
+};
+
+// ---- frames ----
+const mac = (s: string) => Buffer.from(s.split(':').map((h) => Number.parseInt(h, 16)));
+const ip4 = (s: string) => Buffer.from(s.split('.').map(Number));
+const BROADCAST = 'ff:ff:ff:ff:ff:ff';
+
+function checksum(b: Buffer): number {
+  let sum = 0;
+  for (let i = 0; i < b.length; i += 2) sum += (b[i]! << 8) | (b[i + 1] ?? 0);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+interface Udp {
+  src: string;
+  dst: string;
+  srcIp: string;
+  dstIp: string;
+  sport: number;
+  dport: number;
+  payload: string;
+}
+
+/** An Ethernet + IPv4 + UDP frame (UDP checksum 0, allowed over IPv4). */
+function udpFrame(u: Udp): Buffer {
+  const data = Buffer.from(u.payload);
+  const udp = Buffer.alloc(8);
+  udp.writeUInt16BE(u.sport, 0);
+  udp.writeUInt16BE(u.dport, 2);
+  udp.writeUInt16BE(8 + data.length, 4);
+  const ip = Buffer.alloc(20);
+  ip[0] = 0x45;
+  ip.writeUInt16BE(20 + 8 + data.length, 2);
+  ip[8] = 64;
+  ip[9] = 17;
+  ip4(u.srcIp).copy(ip, 12);
+  ip4(u.dstIp).copy(ip, 16);
+  ip.writeUInt16BE(checksum(ip), 10);
+  return Buffer.concat([mac(u.dst), mac(u.src), Buffer.from([0x08, 0x00]), ip, udp, data]);
+}
+
+/** An ARP frame (op 1 request, 2 reply). */
+function arpFrame(
+  src: string,
+  dst: string,
+  op: 1 | 2,
+  senderMac: string,
+  senderIp: string,
+  targetIp: string,
+): Buffer {
+  return Buffer.concat([
+    mac(dst),
+    mac(src),
+    Buffer.from([0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, op]),
+    mac(senderMac),
+    ip4(senderIp),
+    Buffer.alloc(6),
+    ip4(targetIp),
+  ]);
+}
+
+interface Seen {
+  udp: Array<{ srcIp: string; dstIp: string; sport: number; dport: number; payload: string }>;
+  arp: Array<{ op: number; senderMac: string; senderIp: string; targetIp: string }>;
+}
+
+function decode(frames: Buffer[]): Seen {
+  const seen: Seen = { udp: [], arp: [] };
+  const ipText = (b: Buffer) => Array.from(b).join('.');
+  for (const f of frames) {
+    const type = f.readUInt16BE(12);
+    if (type === 0x0806) {
+      seen.arp.push({
+        op: f.readUInt16BE(20),
+        senderMac: Array.from(f.subarray(22, 28), (x) => x.toString(16).padStart(2, '0')).join(':'),
+        senderIp: ipText(f.subarray(28, 32)),
+        targetIp: ipText(f.subarray(38, 42)),
+      });
+    } else if (type === 0x0800 && f[23] === 17) {
+      const ihl = (f[14]! & 0xf) * 4;
+      const u = 14 + ihl;
+      seen.udp.push({
+        srcIp: ipText(f.subarray(26, 30)),
+        dstIp: ipText(f.subarray(30, 34)),
+        sport: f.readUInt16BE(u),
+        dport: f.readUInt16BE(u + 2),
+        payload: f.subarray(u + 8, 14 + f.readUInt16BE(16)).toString(),
+      });
+    }
+  }
+  return seen;
+}
+
+/**
+ * A "VM": a child process holding the TAP fd as fd 3; writes `send`, then prints what arrives for `ms`.
+ * It ends with SIGKILL: a plain exit would wait for the thread blocked in read(2) on the TAP.
+ */
+const VM_SCRIPT = `
+const fs = require('fs');
+const [ms, ...frames] = process.argv.slice(1);
+const buf = Buffer.alloc(65536);
+const next = () => fs.read(3, buf, 0, buf.length, null, (err, n) => {
+  if (err) process.exit(3);
+  fs.writeSync(1, buf.subarray(0, n).toString('hex') + '\\n');
+  next();
+});
+next();
+setTimeout(() => { for (const h of frames) fs.writeSync(3, Buffer.from(h, 'hex')); }, 100);
+setTimeout(() => process.kill(process.pid, 'SIGKILL'), Number(ms));
+`;
+
+function runVm(fd: number, send: Buffer[], ms = 1000): Promise<Seen> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      ['-e', VM_SCRIPT, String(ms), ...send.map((f) => f.toString('hex'))],
+      {
+        stdio: ['ignore', 'pipe', 'inherit', fd],
+      },
+    );
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      if (signal !== 'SIGKILL') return reject(new Error(`VM child ended with ${code ?? signal}`));
+      const frames = out
+        .split('\n')
+        .filter((l) => l.length >= 28)
+        .map((l) => Buffer.from(l, 'hex'));
+      resolve(decode(frames));
+    });
+  });
+}
+
+/** UDP echo in the upstream namespace: prints `{"from": addr}` per datagram and sends it back. */
+const ECHO_SCRIPT = `
+const s = require('dgram').createSocket('udp4');
+s.on('message', (m, r) => { process.stdout.write(JSON.stringify({ from: r.address, data: m.toString() }) + '\\n'); s.send(m, r.port, r.address); });
+s.bind(7777, '198.19.0.2', () => process.stdout.write('ready\\n'));
+`;
+
+function counter(t: TestNetns, family: string, name: string): number {
+  const out = execFileSync(
+    'ip',
+    ['netns', 'exec', t.name, 'nft', '-j', 'list', 'counter', family, 'tapnet', name],
+    { encoding: 'utf8' },
+  );
+  const c = (JSON.parse(out) as { nftables: Array<{ counter?: { packets: number } }> }).nftables.find(
+    (o) => o.counter,
+  );
+  return c!.counter!.packets;
+}
+
+describe('traffic through the nftables firewall', { skip }, () => {
+  let host: TestNetns;
+  let up: TestNetns;
+  let fw: Firewall;
+  let echo: ChildProcess | undefined;
+  let echoLines: string[] = [];
+  const fds: number[] = [];
+  const tapFd: Record<string, number> = {};
+
+  before(async () => {
+    host = makeTestNetns('fwt');
+    up = makeTestNetns('fwu');
+    for (const [br, cidr, address] of [
+      ['tb0', '198.18.0.1/24', BRIDGE_MAC],
+      ['tb1', '198.18.1.1/24', '02:00:00:00:01:fe'],
+    ] as const) {
+      // A fixed MAC: otherwise the bridge takes its lowest port's, which changes as TAPs join.
+      host.ip('link', 'add', br, 'address', address, 'type', 'bridge');
+      host.ip('addr', 'add', cidr, 'dev', br);
+      host.ip('link', 'set', br, 'up');
+    }
+    host.ip('link', 'add', 'vup', 'type', 'veth', 'peer', 'name', 'vdn', 'netns', up.name);
+    host.ip('addr', 'add', '198.19.0.1/24', 'dev', 'vup');
+    host.ip('link', 'set', 'vup', 'up');
+    up.ip('addr', 'add', '198.19.0.2/24', 'dev', 'vdn');
+    up.ip('link', 'set', 'vdn', 'up');
+    setSysctl(host.ns, 'net/ipv4/ip_forward', '1');
+    const links = host.ipJson<Array<{ ifname: string; ifindex: number }>>('link', 'show');
+    const tb0 = links.find((l) => l.ifname === 'tb0')!;
+    for (const name of ['tn0001', 'tn0002', 'tn0003']) {
+      const tap = createTap(
+        { name, nsFd: host.ns.fd, persistent: false, vnetHdr: false, master: tb0.ifindex, up: true },
+        host.nl,
+      );
+      tapFd[name] = tap.fds[0]!;
+      fds.push(...tap.fds);
+    }
+    // Replies to the VM need no ARP round (the test's VM does not answer ARP).
+    host.ip('neigh', 'replace', '198.18.0.2', 'lladdr', MAC_A, 'dev', 'tb0', 'nud', 'permanent');
+
+    fw = createFirewall('nftables', { nsFd: host.ns.fd });
+    fw.ensureNetwork(NET1);
+    fw.ensureNetwork(NET2);
+    fw.addVms([
+      { network: 't1', ifname: 'tn0001', mac: MAC_A, ipv4: '198.18.0.2' },
+      { network: 't1', ifname: 'tn0002', mac: MAC_B, ipv4: '198.18.0.3' },
+    ]); // tn0003 stays unregistered
+
+    echo = spawn('ip', ['netns', 'exec', up.name, process.execPath, '-e', ECHO_SCRIPT], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('echo server did not start')), 5000);
+      echo!.stdout!.on('data', (d: Buffer) => {
+        echoLines.push(...d.toString().split('\n').filter(Boolean));
+        if (echoLines.includes('ready')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+  });
+
+  after(() => {
+    echo?.kill();
+    for (const fd of fds) closeSync(fd);
+    fw?.close();
+    host?.destroy();
+    up?.destroy();
+  });
+
+  it('masquerades a VM reaching upstream, and the reply comes back to the VM', async () => {
+    echoLines = [];
+    const seen = await runVm(tapFd.tn0001!, [
+      udpFrame({
+        src: MAC_A,
+        dst: BRIDGE_MAC,
+        srcIp: '198.18.0.2',
+        dstIp: '198.19.0.2',
+        sport: 40000,
+        dport: 7777,
+        payload: 'nat-probe',
+      }),
+    ]);
+    const got = echoLines
+      .map((l) => JSON.parse(l) as { from: string; data: string })
+      .filter((m) => m.data === 'nat-probe');
+    assert.deepEqual(
+      got,
+      [{ from: '198.19.0.1', data: 'nat-probe' }],
+      'upstream sees the router, not 198.18.0.2',
+    );
+    const reply = seen.udp.filter((u) => u.payload === 'nat-probe');
+    assert.deepEqual(reply, [
+      { srcIp: '198.19.0.2', dstIp: '198.18.0.2', sport: 7777, dport: 40000, payload: 'nat-probe' },
+    ]);
+  });
+
+  it('drops frames with a spoofed source IP, MAC or ARP sender, and counts them', async () => {
+    const before = counter(host, 'bridge', 'spoof_t1');
+    const toB = (over: Partial<Udp>) =>
+      udpFrame({
+        src: MAC_A,
+        dst: MAC_B,
+        srcIp: '198.18.0.2',
+        dstIp: '198.18.0.3',
+        sport: 5000,
+        dport: 9,
+        payload: 'legit',
+        ...over,
+      });
+    const receiver = runVm(tapFd.tn0002!, [], 1200);
+    const sender = runVm(tapFd.tn0001!, [
+      toB({}),
+      toB({ srcIp: '198.18.0.99', payload: 'spoof-ip' }),
+      toB({ src: MAC_C, payload: 'spoof-mac' }),
+      toB({ dst: BRIDGE_MAC, dstIp: '198.18.0.1', srcIp: '198.18.0.77', payload: 'spoof-to-host' }),
+      arpFrame(MAC_A, BROADCAST, 1, MAC_A, '198.18.0.2', '198.18.0.3'),
+      arpFrame(MAC_A, BROADCAST, 2, MAC_A, '198.18.0.3', '198.18.0.3'), // "198.18.0.3 is at A"
+      arpFrame(MAC_A, BROADCAST, 1, MAC_C, '198.18.0.2', '198.18.0.3'), // ARP sender MAC not the port's
+    ]);
+    const [seen] = await Promise.all([receiver, sender]);
+    const payloads = seen.udp.map((u) => u.payload);
+    assert.ok(payloads.includes('legit'), `legit frame arrives: ${payloads}`);
+    for (const bad of ['spoof-ip', 'spoof-mac', 'spoof-to-host']) assert.ok(!payloads.includes(bad), bad);
+    const arps = seen.arp.filter((a) => a.targetIp === '198.18.0.3');
+    assert.deepEqual(arps, [{ op: 1, senderMac: MAC_A, senderIp: '198.18.0.2', targetIp: '198.18.0.3' }]);
+    assert.equal(counter(host, 'bridge', 'spoof_t1') - before, 5, 'each spoofed frame counted once');
+    const st = fw.status([NET1, NET2]);
+    assert.equal(
+      st.networks.find((n) => n.name === 't1')?.drops.spoof.packets,
+      counter(host, 'bridge', 'spoof_t1'),
+    );
+  });
+
+  it('drops everything from a TAP with a tapnet prefix that is not registered', async () => {
+    const before = counter(host, 'bridge', 'unregistered');
+    const receiver = runVm(tapFd.tn0002!, [], 1000);
+    const sender = runVm(tapFd.tn0003!, [
+      udpFrame({
+        src: MAC_C,
+        dst: MAC_B,
+        srcIp: '198.18.0.4',
+        dstIp: '198.18.0.3',
+        sport: 5000,
+        dport: 9,
+        payload: 'unregistered',
+      }),
+    ]);
+    const [seen] = await Promise.all([receiver, sender]);
+    assert.ok(!seen.udp.some((u) => u.payload === 'unregistered'));
+    assert.equal(counter(host, 'bridge', 'unregistered') - before, 1);
+  });
+
+  it('isolates networks: a VM cannot reach another network, routed or on the host', async () => {
+    const before = counter(host, 'inet', 'isolate_t1');
+    echoLines = [];
+    await runVm(tapFd.tn0001!, [
+      udpFrame({
+        src: MAC_A,
+        dst: BRIDGE_MAC,
+        srcIp: '198.18.0.2',
+        dstIp: '198.18.1.5',
+        sport: 5000,
+        dport: 9,
+        payload: 'to-t2-vm',
+      }),
+      udpFrame({
+        src: MAC_A,
+        dst: BRIDGE_MAC,
+        srcIp: '198.18.0.2',
+        dstIp: '198.18.1.1',
+        sport: 5000,
+        dport: 9,
+        payload: 'to-t2-gw',
+      }),
+      udpFrame({
+        src: MAC_A,
+        dst: BRIDGE_MAC,
+        srcIp: '198.18.0.2',
+        dstIp: '198.19.0.2',
+        sport: 40001,
+        dport: 7777,
+        payload: 'still-out',
+      }),
+    ]);
+    assert.equal(counter(host, 'inet', 'isolate_t1') - before, 2);
+    assert.ok(
+      echoLines.some((l) => l.includes('still-out')),
+      'traffic to the outside still flows',
+    );
+  });
+
+  it('lets a VM send again only after it is registered, and stops it once removed', async () => {
+    const probe = (payload: string) =>
+      udpFrame({
+        src: MAC_A,
+        dst: BRIDGE_MAC,
+        srcIp: '198.18.0.2',
+        dstIp: '198.19.0.2',
+        sport: 40002,
+        dport: 7777,
+        payload,
+      });
+    fw.removeVm({ network: 't1', ifname: 'tn0001', mac: MAC_A, ipv4: '198.18.0.2' });
+    echoLines = [];
+    await runVm(tapFd.tn0001!, [probe('after-remove')], 600);
+    assert.ok(!echoLines.some((l) => l.includes('after-remove')));
+    fw.addVm({ network: 't1', ifname: 'tn0001', mac: MAC_A, ipv4: '198.18.0.2' });
+    await runVm(tapFd.tn0001!, [probe('after-add')], 600);
+    assert.ok(echoLines.some((l) => l.includes('after-add')));
+  });
+});
