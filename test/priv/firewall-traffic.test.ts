@@ -3,9 +3,10 @@
  * TAP ports (the test plays the VMs by writing raw Ethernet frames into the TAP fds from child
  * processes), and an "upstream" namespace with a UDP echo server.
  *
- *   [vm: tn0001 fd] ─┐                                   ┌──────────────┐
- *   [vm: tn0002 fd] ─┼─ tb0 198.18.0.1/24 ── router ── vup 198.19.0.1 ── vdn 198.19.0.2 (upstream, echo)
- *   [  tn0003 fd  ] ─┘   tb1 198.18.1.1/24 (network t2)
+ *   [vm: tn0001 fd] ─┐
+ *   [vm: tn0002 fd] ─┼─ tb0 198.18.0.1/24 (t1) ─┐
+ *   [  tn0003 fd  ] ─┘   tb1 198.18.1.1/24 (t2) ├─ router ── vup 198.19.0.1 ── vdn 198.19.0.2 (upstream, echo)
+ *   [vm: tr0001 fd] ──── 198.18.8.2/32 route (r1) ┘
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
@@ -30,6 +31,15 @@ const NET1: FirewallNetwork = {
   subnet4: '198.18.0.0/24',
   nat: true,
   isolate: true,
+};
+const MAC_R = '02:00:00:00:0d:04';
+const ROUTED: FirewallNetwork = {
+  name: 'r1',
+  topology: 'routed',
+  tapPrefix: 'tr',
+  subnet4: '198.18.8.0/24',
+  nat: true,
+  isolate: false,
 };
 const NET2: FirewallNetwork = {
   name: 't2',
@@ -203,6 +213,7 @@ describe('traffic through the nftables firewall', { skip }, () => {
   let echoLines: string[] = [];
   const fds: number[] = [];
   const tapFd: Record<string, number> = {};
+  let routedTapMac = '';
 
   before(async () => {
     host = makeTestNetns('fwt');
@@ -232,12 +243,24 @@ describe('traffic through the nftables firewall', { skip }, () => {
       tapFd[name] = tap.fds[0]!;
       fds.push(...tap.fds);
     }
-    // Replies to the VM need no ARP round (the test's VM does not answer ARP).
+    // Routed topology: a TAP of its own, a /32 route to the VM.
+    const routed = createTap(
+      { name: 'tr0001', nsFd: host.ns.fd, persistent: false, vnetHdr: false, up: true },
+      host.nl,
+    );
+    tapFd.tr0001 = routed.fds[0]!;
+    fds.push(...routed.fds);
+    host.ip('route', 'add', '198.18.8.2/32', 'dev', 'tr0001');
+    routedTapMac = host.ipJson<Array<{ address: string }>>('link', 'show', 'tr0001')[0]!.address;
+    // Replies to the VMs need no ARP round (the test's VMs do not answer ARP).
     host.ip('neigh', 'replace', '198.18.0.2', 'lladdr', MAC_A, 'dev', 'tb0', 'nud', 'permanent');
+    host.ip('neigh', 'replace', '198.18.8.2', 'lladdr', MAC_R, 'dev', 'tr0001', 'nud', 'permanent');
 
     fw = createFirewall('nftables', { nsFd: host.ns.fd });
     fw.ensureNetwork(NET1);
     fw.ensureNetwork(NET2);
+    fw.ensureNetwork(ROUTED);
+    fw.addVm({ network: 'r1', ifname: 'tr0001', mac: MAC_R, ipv4: '198.18.8.2' });
     fw.addVms([
       { network: 't1', ifname: 'tn0001', mac: MAC_A, ipv4: '198.18.0.2' },
       { network: 't1', ifname: 'tn0002', mac: MAC_B, ipv4: '198.18.0.3' },
@@ -406,5 +429,33 @@ describe('traffic through the nftables firewall', { skip }, () => {
     fw.addVm({ network: 't1', ifname: 'tn0001', mac: MAC_A, ipv4: '198.18.0.2' });
     await runVm(tapFd.tn0001!, [probe('after-add')], 600);
     assert.ok(echoLines.some((l) => l.includes('after-add')));
+  });
+
+  it('routed topology: NAT for the VM, spoofed sources dropped in inet before routing', async () => {
+    const before = counter(host, 'inet', 'spoof_r1');
+    const out = (srcIp: string, payload: string) =>
+      udpFrame({
+        src: MAC_R,
+        dst: routedTapMac,
+        srcIp,
+        dstIp: '198.19.0.2',
+        sport: 40003,
+        dport: 7777,
+        payload,
+      });
+    echoLines = [];
+    const seen = await runVm(tapFd.tr0001!, [
+      out('198.18.8.2', 'routed-ok'),
+      out('198.18.8.99', 'routed-spoof'),
+    ]);
+    const got = echoLines
+      .map((l) => JSON.parse(l) as { from: string; data: string })
+      .filter((m) => m.data.startsWith('routed'));
+    assert.deepEqual(got, [{ from: '198.19.0.1', data: 'routed-ok' }]);
+    assert.ok(
+      seen.udp.some((u) => u.payload === 'routed-ok' && u.dstIp === '198.18.8.2'),
+      'the reply reaches the VM',
+    );
+    assert.equal(counter(host, 'inet', 'spoof_r1') - before, 1);
   });
 });
