@@ -30,10 +30,12 @@ export interface Snapshot {
 
 export const FAMILIES: readonly Family[] = ['inet', 'bridge'];
 
+/** A family with nothing in it (`present`: whether its table exists). */
 export function emptyFamily(present = false): FamilySnapshot {
   return { present, chains: new Map(), sets: new Map(), counters: new Map(), rules: new Map() };
 }
 
+/** Neither table exists. */
 export function emptySnapshot(): Snapshot {
   return { inet: emptyFamily(), bridge: emptyFamily() };
 }
