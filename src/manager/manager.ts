@@ -18,8 +18,8 @@ import { findLink } from '../net/link.js';
 import { type Netns, openNetns } from '../net/netns.js';
 import { closeTapFds, createTap, openTap } from '../net/tap.js';
 import { NetlinkSocket } from '../netlink/socket.js';
-import { openLocalStore, type LocalStore } from '../store/local.js';
-import type { HeldLock, RecordSchema } from '../store/types.js';
+import { openLocalStore } from '../store/local.js';
+import type { HeldLock, LeaseStore, LockService, RecordSchema, VmRecordStore } from '../store/types.js';
 import { validateInt, validateVmId } from '../validate.js';
 import { type ManagerConfigInput, type ResolvedConfig, type ResolvedNetwork, resolveConfig } from './config.js';
 import { toNetworkInfo } from './info.js';
@@ -39,8 +39,24 @@ export const VM_RECORD_SCHEMA: RecordSchema<VmRecord> = {
   },
 };
 
+/**
+ * Where a manager keeps its records, leases and locks: the local store by default; a cluster backend
+ * (etcd) or another local backend can be injected through ManagerOptions.store.
+ */
+export interface ManagerStore {
+  records: VmRecordStore<VmRecord>;
+  leases: LeaseStore;
+  locks: LockService;
+  close?(): void | Promise<void>;
+}
+
 /** Options for opening a manager beyond the configuration. */
 export interface ManagerOptions {
+  /**
+   * Use this store (built with VM_RECORD_SCHEMA) instead of the local one in config.stateDir. The manager
+   * does not close an injected store.
+   */
+  store?: ManagerStore;
   /** Use this firewall driver instead of the configured one (tests, embedding). */
   firewall?: Firewall;
   /** Run reconcile() while opening (the daemon and CLI `gc` do; library users choose). Default false. */
@@ -71,7 +87,8 @@ export class NetworkManager {
     /** Synchronous netlink socket in that namespace. */
     readonly nl: NetlinkSocket,
     private readonly slowNl: NetlinkSocket,
-    readonly store: LocalStore<VmRecord>,
+    readonly store: ManagerStore,
+    private readonly ownsStore: boolean,
     readonly ipam: Ipam,
     readonly firewall: Firewall,
     private readonly reaper: LinkReaper,
@@ -88,9 +105,10 @@ export class NetworkManager {
     try {
       nl = NetlinkSocket.open(nsFd !== undefined ? { nsFd } : {});
       slow = NetlinkSocket.open(nsFd !== undefined ? { nsFd } : {});
-      const store = await openLocalStore<VmRecord>({ dir: config.stateDir, schema: VM_RECORD_SCHEMA });
+      const store: ManagerStore = options.store ?? (await openLocalStore<VmRecord>({ dir: config.stateDir, schema: VM_RECORD_SCHEMA }));
       firewall = options.firewall ?? createFirewall(config.firewall, nsFd !== undefined ? { nsFd } : {});
-      const m = new NetworkManager(config, ns, nl, slow, store, new Ipam(store.leases), firewall, new LinkReaper(nl, slow, scratchGroup()));
+      const reaper = new LinkReaper(nl, slow, scratchGroup());
+      const m = new NetworkManager(config, ns, nl, slow, store, !options.store, new Ipam(store.leases), firewall, reaper);
       if (options.reconcile) await m.reconcile();
       return m;
     } catch (e) {
@@ -448,6 +466,7 @@ export class NetworkManager {
     if (this.closed) return;
     this.closed = true;
     this.firewall.close();
+    if (this.ownsStore) await this.store.close?.();
     this.slowNl.close();
     this.nl.close();
     this.ns?.close();
