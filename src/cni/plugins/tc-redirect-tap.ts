@@ -26,15 +26,18 @@ import {
   delFilter,
   delQdisc,
   type Filter,
-  ingressQdisc,
   listFilters,
   redirectIngress,
   removeRedirectIngress,
 } from '../../net/tc.js';
-import { RTM_DELLINK } from '../../netlink/constants.js';
+import { AttrMap } from '../../netlink/attr.js';
+import { RTM_DELLINK, RTM_NEWQDISC, TC_H_INGRESS, TCA_KIND } from '../../netlink/constants.js';
 import { encodeLinkRequest } from '../../netlink/link.js';
 import { NetlinkSocket } from '../../netlink/socket.js';
 import type { MirredAction, TcAction } from '../../netlink/tc-action.js';
+import { TCMSG_LEN } from '../../netlink/tc-constants.js';
+import { readTcmsg } from '../../netlink/tc-msg.js';
+import { encodeGetQdiscs } from '../../netlink/tc-qdisc.js';
 import { encodeResult } from './result.js';
 import { type CmdArgs, CNI_ERR, cniFailure, dispatch, type PluginFuncs, type PluginOutput } from './skel.js';
 import {
@@ -260,6 +263,20 @@ async function del(a: CmdArgs): Promise<void> {
   }
 }
 
+/**
+ * Whether the device has an ingress (or clsact) qdisc: `tc qdisc show dev X ingress`. Reads only each
+ * qdisc's header and kind, so the options of qdiscs we do not model (a TAP's pfifo_fast) cannot fail it.
+ */
+function hasIngressQdisc(nl: NetlinkSocket, ifindex: number): boolean {
+  return nl.dump(encodeGetQdiscs(), 'qdisc dump').some((m) => {
+    if (m.type !== RTM_NEWQDISC) return false;
+    const h = readTcmsg(m.payload);
+    if (h.ifindex !== ifindex || h.parent !== TC_H_INGRESS) return false;
+    const kind = AttrMap.parse(m.payload, TCMSG_LEN).str(TCA_KIND);
+    return kind === 'ingress' || kind === 'clsact';
+  });
+}
+
 function hasRedirect(nl: NetlinkSocket, from: number, to: number): boolean {
   return listFilters(nl, from).some((f) => redirectsTo(f, to));
 }
@@ -282,7 +299,7 @@ function check(a: CmdArgs): void {
       fail(`the VM's interface has MAC ${vm.mac} in the result, but ${veth.name} has ${veth.mac}`);
     }
     for (const l of [tap, veth]) {
-      if (!ingressQdisc(sb.nl, l.index)) fail(`did not find the ingress qdisc on ${l.name}`);
+      if (!hasIngressQdisc(sb.nl, l.index)) fail(`did not find the ingress qdisc on ${l.name}`);
     }
     if (!hasRedirect(sb.nl, tap.index, veth.index)) fail(`no filter redirects ${tap.name} to ${veth.name}`);
     if (!hasRedirect(sb.nl, veth.index, tap.index)) fail(`no filter redirects ${veth.name} to ${tap.name}`);
