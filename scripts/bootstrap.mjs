@@ -11,13 +11,18 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
 const profile = args.includes('--profile') ? args[args.indexOf('--profile') + 1] : 'dev';
 
+/** QEMU, the guest's userland and iperf3 (in the guest and on the host side of the throughput bench). */
+const VM_PACKAGES = ['qemu-system-x86', 'busybox-static', 'iperf3'];
+
 /** Debian packages per profile. Runtime needs only libnftables1; the rest are test oracles, peers and fixtures. */
 const PACKAGES = {
   dev: ['libnftables1', 'nftables', 'iproute2', 'util-linux'],
-  test: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins'],
-  demo: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins'],
-  bench: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins', 'netavark', 'iptables'],
+  test: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins', ...VM_PACKAGES],
+  demo: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins', ...VM_PACKAGES],
+  bench: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins', 'netavark', 'iptables', ...VM_PACKAGES],
 };
+/** Profiles that boot real microVMs: they also build the guest fixture (scripts/guest/build.mjs). */
+const VM_PROFILES = ['test', 'demo', 'bench'];
 
 const log = (m) => process.stderr.write(`bootstrap: ${m}\n`);
 
@@ -71,6 +76,15 @@ function build() {
   }
 }
 
+/** The microVM guest fixture in .cache/guest (rebuilt only when its inputs change). */
+function buildGuest() {
+  const r = spawnSync(process.execPath, [join(root, 'scripts', 'guest', 'build.mjs')], { cwd: root, stdio: 'inherit' });
+  if (r.status === 0) return;
+  if (process.getuid?.() !== 0) return log('guest fixture not built (not root): the microVM tests will skip');
+  log('building the guest fixture failed');
+  process.exit(r.status ?? 1);
+}
+
 const pkgs = PACKAGES[profile];
 if (!pkgs) {
   log(`unknown profile ${profile}; use one of ${Object.keys(PACKAGES).join(', ')}`);
@@ -78,6 +92,7 @@ if (!pkgs) {
 }
 ensureDebs(pkgs);
 ensureNodeModules();
+if (VM_PROFILES.includes(profile)) buildGuest();
 build();
 const pj = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 log(`${pj.name} ${pj.version} ready (${profile})`);
