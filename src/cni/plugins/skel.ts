@@ -9,7 +9,7 @@
  * so both behave identically. Imports only errors: it stays cheap to load.
  */
 import { statSync } from 'node:fs';
-import { isTapnetError, TapnetError } from '../../errors.js';
+import { type ErrorCode, isTapnetError, TapnetError } from '../../errors.js';
 
 /** The spec's well-known error codes (SPEC.md, "Error"), plus Go's ErrInvalidNetNS (8) and ErrInternal (999). */
 export const CNI_ERR = {
@@ -70,12 +70,27 @@ export interface PluginOutput {
   exitCode: number;
 }
 
+/** tapnet's code for a CNI code, when the caller names none. */
+function tapnetCodeFor(cniCode: number): ErrorCode {
+  if (cniCode === CNI_ERR.unknownContainer) return 'ERR_NOT_FOUND';
+  if (cniCode === CNI_ERR.invalidNetns) return 'ERR_CONFLICT';
+  if (cniCode === CNI_ERR.pluginNotAvailable || cniCode === CNI_ERR.limitedConnectivity) {
+    return 'ERR_UNSUPPORTED_PLATFORM';
+  }
+  return cniCode < 100 ? 'ERR_INVALID_ARGUMENT' : 'ERR_INTERNAL';
+}
+
 /**
  * A failure that carries its CNI error code (`details.cniCode`) and the spec's `details` text
  * (`details.cniDetails`). Plain TapnetErrors without one are reported as code 999 (internal).
  */
-export function cniFailure(cniCode: number, msg: string, cniDetails = '', cause?: unknown): TapnetError {
-  const code = cniCode === CNI_ERR.internal ? 'ERR_INTERNAL' : 'ERR_INVALID_ARGUMENT';
+export function cniFailure(
+  cniCode: number,
+  msg: string,
+  cniDetails = '',
+  cause?: unknown,
+  code: ErrorCode = tapnetCodeFor(cniCode),
+): TapnetError {
   return new TapnetError(code, msg, { cause, details: { cniCode, cniDetails } });
 }
 

@@ -8,10 +8,12 @@
  *          the guest behind the TAP owns the veth's layer 2 (its MAC and IPs, which the result hands over);
  *   DEL:   removes the redirect filters from the veth (and its ingress qdisc when nothing else is on it)
  *          and the TAP; success when any of it, or the namespace, is already gone;
- *   CHECK: the TAP exists with the veth's MTU and both redirects are in place.
+ *   CHECK: the TAP exists with the veth's MTU and both redirects are in place;
+ *   STATUS: /dev/net/tun exists (else code 50); GC: nothing to do (all of it lives in per-VM namespaces).
  * Name and owner of the TAP come from CNI_ARGS (TC_REDIRECT_TAP_NAME/_UID/_GID; see
  * tc-redirect-tap-conf.ts). Everything goes through netlink and ioctls on sockets opened inside CNI_NETNS.
  */
+import { existsSync } from 'node:fs';
 import {
   isAlreadyGone,
   isTapnetError,
@@ -21,7 +23,7 @@ import {
 } from '../../errors.js';
 import { findLink, getLink, type Link, listLinks } from '../../net/link.js';
 import { type Netns, openNetns } from '../../net/netns.js';
-import { createTap } from '../../net/tap.js';
+import { createTap, TUN_DEVICE } from '../../net/tap.js';
 import {
   delFilter,
   delQdisc,
@@ -79,6 +81,7 @@ function openSandbox(path: string): Sandbox | undefined {
       `failed to open netns at path ${JSON.stringify(path)}: ${(e as Error).message}`,
       '',
       e,
+      isTapnetError(e) ? e.code : 'ERR_SYSCALL',
     );
   }
   try {
@@ -117,6 +120,8 @@ function redirectLink(nl: NetlinkSocket, a: CmdArgs): Link {
       CNI_ERR.internal,
       `failed to find redirect interface ${JSON.stringify(a.ifname)} in ${a.netns}`,
       'the previous plugin in the chain must create CNI_IFNAME in CNI_NETNS',
+      undefined,
+      'ERR_LINK_NOT_FOUND',
     );
   }
   return l;
@@ -259,7 +264,13 @@ async function del(a: CmdArgs): Promise<void> {
   }
   if (failures.length) {
     const e = teardownError(`tc-redirect-tap DEL in ${a.netns}`, failures);
-    throw cniFailure(CNI_ERR.internal, e.message, failures.map((f) => f.message).join('; '), e);
+    throw cniFailure(
+      CNI_ERR.internal,
+      e.message,
+      failures.map((f) => f.message).join('; '),
+      e,
+      'ERR_TEARDOWN',
+    );
   }
 }
 
@@ -288,8 +299,9 @@ function check(a: CmdArgs): void {
   try {
     if (!prev) noPrevResult();
     const { vm, tap: tapIface } = vmTapPair(prev, a.containerId);
+    // CHECK failures: the attachment is not as ADD left it.
     const fail = (msg: string): never => {
-      throw cniFailure(CNI_ERR.internal, msg);
+      throw cniFailure(CNI_ERR.internal, msg, '', undefined, 'ERR_CONFLICT');
     };
     const tap = findLink(sb.nl, tapIface.name) ?? fail(`TAP ${tapIface.name} does not exist in ${a.netns}`);
     if (tap.kind !== 'tun' || tap.tun?.type !== 'tap') fail(`${tap.name} in ${a.netns} is not a TAP`);
@@ -308,11 +320,19 @@ function check(a: CmdArgs): void {
   }
 }
 
+/** STATUS (1.1.0): ready to serve ADD when the kernel has TAP devices. */
+function status(): void {
+  if (!existsSync(TUN_DEVICE)) {
+    throw cniFailure(CNI_ERR.pluginNotAvailable, `${TUN_DEVICE} is missing: load the tun module`);
+  }
+}
+
 const funcs: PluginFuncs = {
   add,
   del,
   check,
-  // STATUS: ready whenever it can run. GC: nothing to collect; all we make lives in per-VM namespaces.
+  status,
+  // GC: nothing to collect; everything we make lives in per-VM namespaces, removed by their runtime.
 };
 
 /**
