@@ -20,6 +20,7 @@ import { closeTapFds, createTap, openTap } from '../net/tap.js';
 import { NetlinkSocket } from '../netlink/socket.js';
 import { openLocalStore } from '../store/local.js';
 import type { HeldLock, LeaseStore, LockService, RecordSchema, VmRecordStore } from '../store/types.js';
+import { channels } from '../observe/channels.js';
 import { validateInt, validateVmId } from '../validate.js';
 import { type ManagerConfigInput, type ResolvedConfig, type ResolvedNetwork, resolveConfig } from './config.js';
 import { toNetworkInfo } from './info.js';
@@ -197,15 +198,24 @@ export class NetworkManager {
         }
         const info = await this.adoptExisting(existing, opts);
         this.counters.ensures.existing++;
+        if (channels.ensure.hasSubscribers) {
+          channels.ensure.publish({ vmId, network: info.network, mode: info.mode, outcome: 'existing', durationMs: performance.now() - t0 });
+        }
         return info;
       }
       if (existing) await this.finishRelease(existing); // a crashed release: finish it first
       const info = await this.create(vmId, net, { ...opts, mac, queues, tap: tapMode });
       this.counters.ensures.ok++;
       this.counters.lastEnsureMs = performance.now() - t0;
+      if (channels.ensure.hasSubscribers) {
+        channels.ensure.publish({ vmId, network: info.network, mode: info.mode, outcome: 'created', durationMs: this.counters.lastEnsureMs });
+      }
       return info;
     } catch (e) {
       this.counters.ensures.failed++;
+      if (channels.ensure.hasSubscribers) {
+        channels.ensure.publish({ vmId, network: net.name, mode: 'direct', outcome: 'error', code: toTapnetError(e).code, durationMs: performance.now() - t0 });
+      }
       throw e;
     } finally {
       lock.release();
@@ -363,14 +373,21 @@ export class NetworkManager {
       const r = await this.store.records.get(vmId);
       if (!r) {
         this.counters.releases.unknown++;
+        if (channels.release.hasSubscribers) channels.release.publish({ vmId, outcome: 'unknown', durationMs: performance.now() - t0 });
         return;
       }
       await this.finishRelease(r);
       released = true;
       this.counters.releases.ok++;
       this.counters.lastReleaseMs = performance.now() - t0;
+      if (channels.release.hasSubscribers) {
+        channels.release.publish({ vmId, network: r.network, mode: 'direct', outcome: 'released', durationMs: this.counters.lastReleaseMs });
+      }
     } catch (e) {
       this.counters.releases.failed++;
+      if (channels.release.hasSubscribers) {
+        channels.release.publish({ vmId, outcome: 'error', code: toTapnetError(e).code, durationMs: performance.now() - t0 });
+      }
       throw e;
     } finally {
       // The VM is gone: its lock file can go too (ids change with every VM; they would pile up).
@@ -438,11 +455,27 @@ export class NetworkManager {
   /** Compare the store with the kernel and the firewall, and repair (see reconcile.ts). */
   async reconcile(opts: { signal?: AbortSignal } = {}): Promise<ReconcileReport> {
     this.check();
+    const t0 = performance.now();
     const report = await reconcile(this, opts);
     this.counters.reconciles++;
     this.counters.repairs +=
       report.orphanTaps.length + report.incompleteRecords.length + report.recreatedTaps.length + report.orphanLeases.length + report.orphanFirewallElements.length;
     this.counters.activeVms = (await this.store.records.list()).records.length;
+    if (channels.reconcile.hasSubscribers) {
+      const { orphanTaps, incompleteRecords, recreatedTaps, orphanLeases, orphanFirewallElements } = report;
+      channels.reconcile.publish({
+        outcome: report.errors.length ? 'error' : 'ok',
+        repairs: {
+          orphanTaps: orphanTaps.length,
+          incompleteRecords: incompleteRecords.length,
+          recreatedTaps: recreatedTaps.length,
+          orphanLeases: orphanLeases.length,
+          orphanFirewallElements: orphanFirewallElements.length,
+        },
+        errors: report.errors.length,
+        durationMs: performance.now() - t0,
+      });
+    }
     return report;
   }
 
