@@ -25,6 +25,7 @@ export const ERROR_CODES = {
   ERR_TEARDOWN: 'some teardown steps failed; every failure is listed in details.failures',
   ERR_ABORTED: 'the caller aborted the operation (AbortSignal)',
   ERR_TIMEOUT: 'the operation did not finish in time',
+  ERR_UNAVAILABLE: 'the cluster store cannot be reached right now; retry',
   ERR_VMM: 'a VM monitor (QEMU) could not start, exited early or its guest did not answer; see details',
   ERR_CONFIG: 'the configuration file, environment or flags are invalid',
   ERR_INTERNAL: 'a bug in tapnet: please report it',
