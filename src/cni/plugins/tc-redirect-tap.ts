@@ -41,7 +41,15 @@ import { TCMSG_LEN } from '../../netlink/tc-constants.js';
 import { readTcmsg } from '../../netlink/tc-msg.js';
 import { encodeGetQdiscs } from '../../netlink/tc-qdisc.js';
 import { encodeResult } from './result.js';
-import { type CmdArgs, CNI_ERR, cniFailure, dispatch, type PluginFuncs, type PluginOutput } from './skel.js';
+import {
+  type CmdArgs,
+  CNI_ERR,
+  cniFailure,
+  dispatch,
+  type PluginFuncs,
+  type PluginOutput,
+  toCniError,
+} from './skel.js';
 import {
   buildAddResult,
   noPrevResult,
@@ -127,6 +135,17 @@ function redirectLink(nl: NetlinkSocket, a: CmdArgs): Link {
   return l;
 }
 
+/** Run `fn`; a failure without a CNI code is re-thrown with `what` before its message (same tapnet code). */
+function inContext<T>(what: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (isTapnetError(e) && typeof e.details.cniCode === 'number') throw e;
+    const c = toCniError(e);
+    throw cniFailure(c.code, `${what}: ${c.msg}`, c.details, e, isTapnetError(e) ? e.code : 'ERR_INTERNAL');
+  }
+}
+
 /** Create the TAP (or reattach to an existing TAP of a fixed name). Returns it and whether we made it. */
 function makeTap(sb: Sandbox, t: TapArgs, mtu: number | undefined): { tap: Link; created: boolean } {
   const template = t.tapName.includes('%d');
@@ -168,14 +187,20 @@ async function add(a: CmdArgs): Promise<string> {
   try {
     if (!prev) noPrevResult();
     const veth = redirectLink(sb.nl, a);
-    const { tap, created } = makeTap(sb, t, veth.mtu);
+    const { tap, created } = inContext(`failed to create the TAP in ${a.netns}`, () =>
+      makeTap(sb, t, veth.mtu),
+    );
     try {
-      redirectIngress(sb.nl, tap.index, veth.index);
-      redirectIngress(sb.nl, veth.index, tap.index);
+      inContext(`failed to redirect between ${tap.name} and ${veth.name}`, () => {
+        redirectIngress(sb.nl, tap.index, veth.index);
+        redirectIngress(sb.nl, veth.index, tap.index);
+      });
     } catch (e) {
       // Undo what this ADD did; the caller's DEL may never come (no cached result after a failed ADD).
       try {
         removeRedirectIngress(sb.nl, veth.index);
+      } catch {}
+      try {
         if (created) sb.nl.request(encodeLinkRequest(RTM_DELLINK, 0, { index: tap.index }), tap.name);
       } catch {}
       throw e;
