@@ -236,7 +236,7 @@ function checkFields(o: Record<string, unknown>): string | undefined {
 }
 
 /** Best effort: the VM a damaged line seems to be about (so that record can be set aside). */
-function vmOf(text: string): string | undefined {
+export function decodeVm(text: string): string | undefined {
   const m = /"(?:vm|vmId)":"([A-Za-z0-9][A-Za-z0-9_.-]{0,127})"/.exec(text);
   return m?.[1];
 }
@@ -246,7 +246,7 @@ export function decodeLine(text: string): DecodedLine {
   const m = CK_RE.exec(text);
   if (!m || text[0] !== '{') return { kind: 'torn' };
   const body = `${text.slice(0, -CK_TAIL)}}`;
-  if (checksum(body) !== m[1]) return { kind: 'corrupt', reason: 'checksum mismatch', vm: vmOf(text) };
+  if (checksum(body) !== m[1]) return { kind: 'corrupt', reason: 'checksum mismatch', vm: decodeVm(text) };
   const put = PUT_RE.exec(body);
   if (put) {
     return {
@@ -265,12 +265,12 @@ export function decodeLine(text: string): DecodedLine {
   try {
     o = JSON.parse(body);
   } catch (e) {
-    return { kind: 'corrupt', reason: `not valid JSON: ${(e as Error).message}`, vm: vmOf(text) };
+    return { kind: 'corrupt', reason: `not valid JSON: ${(e as Error).message}`, vm: decodeVm(text) };
   }
   if (typeof o !== 'object' || o === null || Array.isArray(o))
     return { kind: 'corrupt', reason: 'not an object' };
   const why = checkFields(o as Record<string, unknown>);
-  if (why) return { kind: 'corrupt', reason: why, vm: vmOf(text) };
+  if (why) return { kind: 'corrupt', reason: why, vm: decodeVm(text) };
   const r = o as Record<string, unknown>;
   if (r.op === 'put') {
     // A put line not in the canonical shape (e.g. edited by hand): re-serialise its record.

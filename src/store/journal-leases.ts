@@ -68,9 +68,6 @@ export class JournalLeaseStore implements LeaseStore {
     const p = this.pool(pool);
     this.address(p, addr);
     validateVmId(owner);
-    this.journal.refresh();
-    const seen = this.journal.state.pool(p.network, p.subnet)?.leases.get(addr);
-    if (seen !== undefined) return seen === owner; // held: a committed state, no lock needed
     return this.journal.write((s) => {
       const cur = s.pool(p.network, p.subnet)?.leases.get(addr);
       if (cur !== undefined) return { result: cur === owner };
@@ -82,8 +79,6 @@ export class JournalLeaseStore implements LeaseStore {
   async release(pool: PoolRef, addr: string, owner: string): Promise<boolean> {
     const p = this.pool(pool);
     this.address(p, addr);
-    this.journal.refresh();
-    if (this.journal.state.pool(p.network, p.subnet)?.leases.get(addr) !== owner) return false;
     return this.journal.write((s) => {
       if (s.pool(p.network, p.subnet)?.leases.get(addr) !== owner) return { result: false };
       return { entries: [{ op: 'release', net: p.network, sub: p.subnet, addr, owner }], result: true };
@@ -118,14 +113,15 @@ export class JournalLeaseStore implements LeaseStore {
     return this.journal.state.pool(p.network, p.subnet)?.cursor;
   }
 
-  /** Record the last address handed out (a hint: last writer wins). */
+  /**
+   * Record the last address handed out. A hint (last writer wins), so it is written lazily: with this
+   * process's next write, or on the next turn of the event loop; this process sees it at once.
+   */
   async setCursor(pool: PoolRef, addr: string): Promise<void> {
     const p = this.pool(pool);
     this.address(p, addr);
-    this.journal.write((s) =>
-      s.pool(p.network, p.subnet)?.cursor === addr
-        ? { result: undefined }
-        : { entries: [{ op: 'cursor', net: p.network, sub: p.subnet, addr }], result: undefined },
-    );
+    this.journal.refresh();
+    if (this.journal.state.pool(p.network, p.subnet)?.cursor === addr) return;
+    this.journal.lazy({ op: 'cursor', net: p.network, sub: p.subnet, addr });
   }
 }

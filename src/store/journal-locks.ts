@@ -123,15 +123,13 @@ export class JournalLockService implements LockService {
     }
   }
 
-  /** Append the unlock line; if that fails (disk full), it goes out with the next write. */
+  /**
+   * The unlock line goes out with this process's next write, or on the next turn of the event loop: a
+   * waiter in this process is let in at once (the KeyedMutex), one in another process a moment later.
+   */
   private untake(scope: LockScope, name: string, n: number): void {
     const seat = this.seat!;
-    const entry = { op: 'unlock' as const, scope, name, nonce: seat.nonce, n };
-    try {
-      this.journal.write(() => ({ entries: [entry], result: undefined }));
-    } catch {
-      this.journal.defer(entry); // meanwhile the lock looks held by us, a live process: others wait
-    }
+    this.journal.lazy({ op: 'unlock', scope, name, nonce: seat.nonce, n });
   }
 
   /** Release every lock still held, and leave the seat. */

@@ -1,27 +1,39 @@
 /**
- * The journal file: `<dir>/journal.jsonl`, opened once per process with O_APPEND, replayed into a
+ * The journal: `<dir>/journal.jsonl`, opened once per process with O_APPEND, replayed into a
  * JournalState and kept current by reading the tail other processes appended.
  *
  * Every mutation runs under flock(LOCK_EX) on the journal's fd, synchronously and for microseconds:
- * read the new tail (pread) → check against the state → append one line (one write()) → unlock. Reads
- * only read the tail, without the lock, and stop before an incomplete last line (a write in flight).
- * Under the lock an incomplete last line is a torn write (its writer died or hit ENOSPC): it is skipped
- * and the next writer starts on a fresh line.
+ * read the new tail (pread) → check against the state → append (one write()) → unlock. Reads only read
+ * the tail, without the lock, and stop before an incomplete last line (a write in flight). Under the
+ * lock an incomplete last line is a torn write (its writer died or hit ENOSPC): it is skipped, and the
+ * next writer starts on a fresh line. Hints (cursors) and unlocks may be written lazily: with the next
+ * mutation, or at the latest on the next turn of the event loop.
  *
- * Compaction (when the file is over `compactMinBytes` and `compactRatio` × the live state): under the
- * lock, write the state as a snapshot to a temp file, fsync it, append a `seal` line to the old file and
- * rename the new one over it. Processes reading the old file find the seal and re-open the path; one
- * that was current with the old file skips the snapshot (its header names the old file and seq). A crash
- * anywhere leaves the old journal in place (a seal followed by nothing, found under the lock with the
- * path unchanged, is void). Nothing on the hot path creates a directory entry.
+ * Compaction (file over `compactMinBytes` and over `compactRatio` × the live state): under the lock, the
+ * state goes as a snapshot to a temp file, fsynced; a `seal` line is appended to the old file, and the
+ * temp file renamed over it. Readers of the old file find the seal and re-open the path; one that was
+ * current skips the snapshot (the new header names the old file and the seal's seq). A crash anywhere
+ * leaves the old journal in place: a seal with the path unchanged, seen under the lock, is void.
  */
-import { randomBytes } from 'node:crypto';
+
 import fs from 'node:fs';
 import path from 'node:path';
 import { TapnetError } from '../errors.js';
-import { flock, LOCK_EX, LOCK_NB, LOCK_UN } from '../sys/flock.js';
+import {
+  appendText,
+  closeQuietly,
+  fsyncFile,
+  lockJournalFile,
+  newJournalId,
+  openJournalFile,
+  sameFile,
+  saveDamagedLines,
+  unlockJournalFile,
+  writeTempJournal,
+} from './journal-file.js';
 import {
   decodeLine,
+  decodeVm,
   encodeEntry,
   type HeaderEntry,
   JOURNAL_FORMAT,
@@ -30,7 +42,7 @@ import {
   type NewEntry,
 } from './journal-format.js';
 import { JournalState, type LockHolder } from './journal-state.js';
-import { fsErrno, storeError } from './statedir.js';
+import { storeError } from './statedir.js';
 
 /** The journal's file name inside the state directory. */
 export const JOURNAL_FILE = 'journal.jsonl';
@@ -43,30 +55,23 @@ export interface JournalOptions {
   compactRatio?: number;
   /** Give up (ERR_TIMEOUT) when another process holds the journal lock this long. Default 10 s. */
   lockTimeoutMs?: number;
-  /** Open for reading only: never create, lock for writing or append. */
+  /** Open for reading only: never create, append or compact. */
   readOnly?: boolean;
 }
 
 const MAX_PROBLEMS = 1000;
-const MAX_KEPT_CORRUPT_BYTES = 1 << 20;
-const SLEEPER = new Int32Array(new SharedArrayBuffer(4));
-
-const closeQuietly = (fd: number): void => {
-  try {
-    if (fd >= 0) fs.closeSync(fd);
-  } catch {
-    // nothing useful to do
-  }
-};
+const MAX_KEPT_DAMAGED_BYTES = 1 << 20;
+/** How often a writer checks that the path still names its file (replaced or deleted by hand). */
+const PATH_CHECK_MS = 50;
 
 /** A journal file and the state it adds up to. One per state directory per process. */
 export class Journal {
   readonly dir: string;
   readonly path: string;
   readonly state = new JournalState();
-  /** Damaged lines found by the last full replay and since (ERR_STORE_CORRUPT), oldest first. */
+  /** Damaged lines found by the last full replay and since (ERR_STORE_CORRUPT each), oldest first. */
   readonly problems: TapnetError[] = [];
-  readonly stats = { torn: 0, compactions: 0, replays: 0, appends: 0 };
+  readonly stats = { torn: 0, compactions: 0, replays: 0, writes: 0 };
   /** Consulted by compaction for every held lock: false (its holder is dead) drops it. */
   lockAlive: (h: LockHolder) => boolean = () => true;
 
@@ -78,7 +83,7 @@ export class Journal {
   private ino = -1;
   private dev = -1;
   private id = '';
-  /** Bytes consumed: the start of the next line to read. */
+  /** Bytes consumed: where the next line to read starts. */
   private offset = 0;
   private atLineStart = true;
   private lastSeq = -1;
@@ -88,12 +93,13 @@ export class Journal {
   private sealSeq: number | undefined;
   private buf = Buffer.allocUnsafe(64 * 1024);
   private compactFloor = 0;
-  private corrupt: string[] = [];
-  private corruptBytes = 0;
+  private damaged: string[] = [];
+  private damagedBytes = 0;
   private dirDirty = false;
-  private tmpCounter = 0;
-  /** Entries a failed write could not record (unlocks): written before the next ones. */
-  private deferred: NewEntry[] = [];
+  private lastPathCheck = 0;
+  /** Entries to write with the next mutation: lazy ones (already applied) and failed ones. */
+  private pending: NewEntry[] = [];
+  private flushScheduled = false;
 
   private constructor(dir: string, options: JournalOptions) {
     this.dir = path.resolve(dir);
@@ -114,7 +120,7 @@ export class Journal {
     return j;
   }
 
-  /** Bytes of the journal file read so far (≈ its size). */
+  /** Bytes of the journal read so far (≈ its size). */
   get size(): number {
     return this.offset;
   }
@@ -130,111 +136,97 @@ export class Journal {
       if (this.fd < 0 && !this.openPath()) return;
       this.readTail(false);
       if (this.sealSeq === undefined) return;
-      // The last line is a seal: the file was replaced by a compaction, is being replaced, or a
-      // compactor died between its seal and its rename. The lock tells these apart.
-      if (!this.pathIsOurs()) this.switchFile(false);
-      else {
-        this.lockFd();
-        try {
-          this.catchUpLocked();
-        } finally {
-          this.unlockFd();
-        }
-      }
+      // The last line is a seal: the file was replaced by a compaction, is being replaced, or its
+      // compactor died between the seal and the rename. Only the lock tells the last two apart.
+      if (!sameFile(this.path, this.ino, this.dev)) this.switchFile(false);
+      else this.locked(() => undefined);
     }
   }
 
   /**
-   * Run `fn` on the current state under the journal lock and append the entries it returns, as one
-   * write. `fn` must be synchronous and quick: it runs while every other process waits.
+   * Run `fn` on the current state under the journal lock and append the entries it returns (with any
+   * pending ones) in one write. `fn` must be synchronous and quick: every other writer waits for it.
    */
   write<R>(fn: (state: JournalState) => { entries?: NewEntry[]; result: R }): R {
     if (this.readOnly) throw new TapnetError('ERR_INTERNAL', `journal ${this.path} is open read-only`);
-    if (this.fd < 0) this.refresh();
-    this.lockFd();
-    try {
-      this.catchUpLocked();
+    return this.locked(() => {
       const out = fn(this.state);
-      const entries = this.deferred.length > 0 ? [...this.deferred, ...(out.entries ?? [])] : out.entries;
+      const entries = this.pending.length > 0 ? [...this.pending, ...(out.entries ?? [])] : out.entries;
       if (entries && entries.length > 0) {
         this.append(entries);
-        this.deferred = [];
+        this.pending = [];
       }
       if (this.shouldCompact()) this.compact();
       return out.result;
-    } finally {
-      this.unlockFd();
-    }
+    });
   }
 
-  /** Remember entries to write with the next mutation (after a failed write of them). */
-  defer(entry: NewEntry): void {
-    this.deferred.push(entry);
-  }
-
-  /** Compact now (under the lock), whatever the size. For tests and maintenance. */
-  compactNow(): void {
-    if (this.readOnly) throw new TapnetError('ERR_INTERNAL', `journal ${this.path} is open read-only`);
-    if (this.fd < 0) this.refresh();
-    this.lockFd();
-    try {
-      this.catchUpLocked();
-      this.compact();
-    } finally {
-      this.unlockFd();
-    }
-  }
-
-  /** fsync the journal (and, after it was created or compacted, its directory). */
-  async sync(): Promise<void> {
-    if (this.fd < 0) return;
-    const fsyncFd = (fd: number): Promise<void> =>
-      new Promise((resolve, reject) =>
-        fs.fsync(fd, (e) => (e ? reject(storeError('sync', this.path, e)) : resolve())),
+  /**
+   * Write `entry` with the next mutation, or on the next turn of the event loop (for hints and unlocks,
+   * which nobody has to see at once). Applied to the state now. A newer lazy cursor replaces an older one.
+   */
+  lazy(entry: NewEntry): void {
+    if (entry.op === 'cursor') {
+      this.pending = this.pending.filter(
+        (e) => !(e.op === 'cursor' && e.net === entry.net && e.sub === entry.sub),
       );
-    await fsyncFd(this.fd);
+    }
+    this.pending.push(entry);
+    this.state.apply({ ...entry, seq: this.lastSeq } as JournalEntry);
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    }).unref();
+  }
+
+  /** Write what is pending now. Errors are kept for the next write (the entries stay pending). */
+  flush(): void {
+    if (this.pending.length === 0 || this.fd < 0) return;
+    try {
+      this.write(() => ({ result: undefined }));
+    } catch {
+      // stays pending: the next mutation tries again
+    }
+  }
+
+  /** Compact now, whatever the size (maintenance, tests). */
+  compactNow(): void {
+    this.write(() => ({ result: undefined })); // pending lines first
+    this.locked(() => this.compact());
+  }
+
+  /** fsync the journal (and its directory after it was created or compacted). */
+  async sync(): Promise<void> {
+    this.flush();
+    if (this.fd < 0) return;
+    await fsyncFile(this.fd, this.path);
     if (this.dirDirty) {
       this.dirDirty = false;
       const d = fs.openSync(this.dir, fs.constants.O_RDONLY);
       try {
-        await fsyncFd(d);
+        await fsyncFile(d, this.dir);
       } finally {
-        fs.closeSync(d);
+        closeQuietly(d);
       }
     }
   }
 
-  /** Close the file. Using the journal again re-opens it and replays it from the start. */
+  /** Write what is pending and close the file. Using the journal again re-opens and replays it. */
   close(): void {
+    this.flush();
     closeQuietly(this.fd);
     this.fd = -1;
   }
 
-  // ---- opening and reading ----
+  // ---- opening and following the file ----
 
-  /** Open the path (creating it unless read-only; its header comes with the first write); false when absent. */
-  private openFd(): boolean {
-    const flags = this.readOnly
-      ? fs.constants.O_RDONLY
-      : fs.constants.O_RDWR | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW;
-    let fd: number;
-    try {
-      if (!this.readOnly) fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
-      fd = fs.openSync(this.path, flags, 0o644);
-    } catch (e) {
-      if (this.readOnly && fsErrno(e) === 'ENOENT') return false;
-      throw storeError('open', this.path, e);
-    }
-    const st = fs.fstatSync(fd);
-    this.fd = fd;
-    this.ino = st.ino;
-    this.dev = st.dev;
-    return true;
-  }
-
-  /** Open the path and replay it from the start. */
+  /** Open the path and replay it from the start; false when read-only and absent. */
   private openPath(): boolean {
-    if (!this.openFd()) return false;
+    const f = openJournalFile(this.path, this.readOnly);
+    if (!f) return false;
+    ({ fd: this.fd, ino: this.ino, dev: this.dev } = f);
     this.resetState();
     return true;
   }
@@ -242,8 +234,8 @@ export class Journal {
   private resetState(): void {
     this.state.clear();
     this.problems.length = 0;
-    this.corrupt = [];
-    this.corruptBytes = 0;
+    this.damaged = [];
+    this.damagedBytes = 0;
     this.offset = 0;
     this.atLineStart = true;
     this.lastSeq = -1;
@@ -251,35 +243,28 @@ export class Journal {
     this.sealSeq = undefined;
     this.id = '';
     this.stats.replays++;
-  }
-
-  /** True when the path still names the file we have open. */
-  private pathIsOurs(): boolean {
-    let st: fs.Stats | undefined;
-    try {
-      st = fs.statSync(this.path, { throwIfNoEntry: false });
-    } catch (e) {
-      throw storeError('stat', this.path, e);
-    }
-    return st !== undefined && st.ino === this.ino && st.dev === this.dev;
+    for (const e of this.pending)
+      if (e.op === 'cursor' || e.op === 'unlock') this.state.apply({ ...e, seq: -1 } as JournalEntry);
   }
 
   /**
    * Leave the current file for the one now at the path. When that is the compaction of exactly the
-   * state we have (its header names our file and our last seq, which was a seal), keep the state and
-   * skip the snapshot; else replay the new file from the start.
+   * state we have (its header names our file, and our last line was the seal it follows), keep the state
+   * and skip the snapshot; else replay it from the start.
    */
-  private switchFile(lockNew: boolean): void {
+  private switchFile(lock: boolean): void {
     const fromId = this.id;
     const fromSeq = this.lastSeq;
-    const sealed = this.sealSeq !== undefined && this.sealSeq === fromSeq;
-    closeQuietly(this.fd); // releases our lock on the old file, if held
+    const sealed = this.sealSeq === fromSeq;
+    closeQuietly(this.fd); // also drops our lock on the old file
     this.fd = -1;
-    if (!this.openFd()) {
+    const f = openJournalFile(this.path, this.readOnly);
+    if (!f) {
       this.resetState();
       return;
     }
-    if (lockNew) this.lockFd();
+    ({ fd: this.fd, ino: this.ino, dev: this.dev } = f);
+    if (lock) lockJournalFile(this.fd, this.path, this.lockTimeoutMs);
     const header = sealed ? this.readHeader() : undefined;
     if (header && header.prev === fromId && header.seq === fromSeq) {
       this.id = header.id;
@@ -290,14 +275,13 @@ export class Journal {
     } else this.resetState();
   }
 
-  /** The header line of the open file, with its length in bytes, or undefined. */
+  /** The header line of the open file, with its length in bytes. */
   private readHeader(): (HeaderEntry & { bytes: number }) | undefined {
     const n = fs.readSync(this.fd, this.buf, 0, this.buf.length, 0);
     const nl = this.buf.subarray(0, n).indexOf(10);
     if (nl < 0) return undefined;
     const d = decodeLine(this.buf.toString('utf8', 0, nl));
-    if (d.kind !== 'entry' || d.entry.op !== 'header') return undefined;
-    return { ...d.entry, bytes: nl + 1 };
+    return d.kind === 'entry' && d.entry.op === 'header' ? { ...d.entry, bytes: nl + 1 } : undefined;
   }
 
   /** Read and apply every whole line after `offset`. Under the lock, a partial last line is torn. */
@@ -313,7 +297,7 @@ export class Journal {
       const end = this.buf.lastIndexOf(10, n - 1);
       if (end < 0) {
         if (n === this.buf.length) {
-          this.buf = Buffer.allocUnsafe(this.buf.length * 2); // one line longer than the buffer
+          this.buf = Buffer.allocUnsafe(this.buf.length * 2); // a line longer than the buffer
           continue;
         }
         if (locked) this.skipTorn(n);
@@ -333,7 +317,7 @@ export class Journal {
     }
   }
 
-  /** Under the lock: `n` bytes at the end with no newline are a torn write. Step over them. */
+  /** Under the lock, `n` bytes at the end without a newline are a torn write: step over them. */
   private skipTorn(n: number): void {
     this.stats.torn++;
     this.offset += n;
@@ -352,24 +336,27 @@ export class Journal {
       return;
     }
     if (d.kind === 'torn') {
-      this.stats.torn++; // a cut-short write that a later writer finished with a newline
+      // A write cut short (and finished by a later writer's newline) is a prefix of the line that would
+      // have come next; anything else without a checksum is damage.
+      const next = `{"seq":${this.lastSeq + 1},`;
+      if (text.startsWith(next) || next.startsWith(text)) this.stats.torn++;
+      else this.damage(at, 'not a whole journal line', text, decodeVm(text));
       return;
     }
     if (d.kind === 'corrupt') {
-      this.report(at, d.reason, text, d.vm);
+      this.damage(at, d.reason, text, d.vm);
       return;
     }
     const e = d.entry;
     if (e.op === 'header') {
-      this.report(at, 'a second header line', text);
+      this.damage(at, 'a second header line', text);
       return;
     }
     if (this.snapLeft > 0) {
       this.snapLeft--;
-      if (e.seq !== this.snapSeq)
-        this.report(at, `snapshot line numbered ${e.seq}, not ${this.snapSeq}`, text);
+      if (e.seq !== this.snapSeq) this.damage(at, `snapshot line numbered ${e.seq}, not ${this.snapSeq}`, '');
     } else if (e.seq <= this.lastSeq) {
-      this.report(at, `sequence ${e.seq} does not follow ${this.lastSeq}`, text);
+      this.damage(at, `sequence ${e.seq} does not follow ${this.lastSeq}`, text);
       return;
     } else this.lastSeq = e.seq;
     this.sealSeq = e.op === 'seal' ? e.seq : undefined;
@@ -395,8 +382,8 @@ export class Journal {
     this.snapLeft = h.snapLines;
   }
 
-  /** Record a damaged line; keep its text for the quarantine; set aside the VM it is about. */
-  private report(at: number, reason: string, text: string, vm?: string): void {
+  /** A damaged line: report it, keep its text for the quarantine, set aside the VM it is about. */
+  private damage(at: number, reason: string, text: string, vm?: string): void {
     if (this.problems.length < MAX_PROBLEMS) {
       this.problems.push(
         new TapnetError('ERR_STORE_CORRUPT', `journal ${this.path}: line at byte ${at} skipped: ${reason}`, {
@@ -404,112 +391,83 @@ export class Journal {
         }),
       );
     }
-    if (this.corruptBytes < MAX_KEPT_CORRUPT_BYTES) {
-      this.corrupt.push(text);
-      this.corruptBytes += text.length;
+    if (text && this.damagedBytes < MAX_KEPT_DAMAGED_BYTES) {
+      this.damaged.push(text);
+      this.damagedBytes += text.length;
     }
     if (vm) {
       // Its latest state is unknown: set its record aside, as the file store quarantines a bad file.
-      const cur = this.state.records.get(vm);
-      this.state.apply({
-        op: 'quarantine',
-        seq: this.lastSeq,
-        vm,
-        reason: `a journal line about it (byte ${at}) is damaged: ${reason}`,
-        text: cur?.text ?? '',
-      });
+      const reasonText = `a journal line about it (byte ${at}) is damaged: ${reason}`;
+      const text0 = this.state.records.get(vm)?.text ?? '';
+      this.state.apply({ op: 'quarantine', seq: this.lastSeq, vm, reason: reasonText, text: text0 });
     }
   }
 
-  // ---- locking and writing ----
+  // ---- writing ----
 
-  private lockFd(): void {
-    if (flock(this.fd, LOCK_EX | LOCK_NB)) return;
-    const deadline = Date.now() + this.lockTimeoutMs;
-    for (let wait = 0.05; ; wait = Math.min(wait * 2, 10)) {
-      Atomics.wait(SLEEPER, 0, 0, wait); // sleep without returning to the event loop: never await here
-      if (flock(this.fd, LOCK_EX | LOCK_NB)) return;
-      if (Date.now() > deadline) {
-        throw new TapnetError(
-          'ERR_TIMEOUT',
-          `journal ${this.path} stayed locked by another process for ${this.lockTimeoutMs} ms`,
-          { details: { path: this.path, timeoutMs: this.lockTimeoutMs } },
-        );
-      }
+  /** Run `fn` under the journal lock, caught up with the file. */
+  private locked<R>(fn: () => R): R {
+    if (this.fd < 0) this.refresh();
+    if (this.fd < 0) throw storeError('open', this.path, new Error('ENOENT'));
+    lockJournalFile(this.fd, this.path, this.lockTimeoutMs);
+    try {
+      this.catchUpLocked();
+      return fn();
+    } finally {
+      unlockJournalFile(this.fd);
     }
   }
 
-  private unlockFd(): void {
-    if (this.fd >= 0) flock(this.fd, LOCK_UN);
-  }
-
-  /** Under the lock: read everything, follow a replaced file, write the header of an empty one. */
+  /** Under the lock: read everything, follow a replaced file, start an empty one with its header. */
   private catchUpLocked(): void {
     for (let hops = 0; ; hops++) {
       this.readTail(true);
       if (this.lastSeq < 0) {
+        if (this.readOnly) return;
         // No whole line at all (new file, or a header cut short by a crash): start it afresh.
         fs.ftruncateSync(this.fd, 0);
         this.offset = 0;
         this.atLineStart = true;
-        this.appendText(
-          encodeEntry({
-            op: 'header',
-            seq: 0,
-            format: JOURNAL_FORMAT,
-            version: JOURNAL_VERSION,
-            id: randomBytes(8).toString('hex'),
-            created: new Date().toISOString(),
-            snapLines: 0,
-            snapBytes: 0,
-          }),
-          false,
-        );
+        appendText(this.fd, this.path, encodeEntry(this.header(0, undefined, 0, 0)));
         this.dirDirty = true;
         continue;
       }
-      if (this.pathIsOurs()) {
-        this.sealSeq = undefined; // a seal with the path unchanged under the lock: its compactor died
+      const now = Date.now();
+      if (this.sealSeq === undefined && now - this.lastPathCheck < PATH_CHECK_MS) return;
+      this.lastPathCheck = now;
+      if (sameFile(this.path, this.ino, this.dev)) {
+        this.sealSeq = undefined; // a seal, the path unchanged, under the lock: its compactor died
         return;
       }
       if (hops >= 8) throw new TapnetError('ERR_STORE', `journal ${this.path} keeps being replaced`);
-      this.switchFile(true);
+      this.switchFile(true); // compacted by another process, or replaced or removed by hand
     }
   }
 
-  /** One write() at the end of the file. `advance`: our offset follows (the caller applies). */
-  private appendText(text: string, advance = true): number {
-    const data = Buffer.from(this.atLineStart ? text : `\n${text}`, 'utf8');
-    let n: number;
-    try {
-      n = fs.writeSync(this.fd, data, 0, data.length);
-    } catch (e) {
-      throw storeError('append to', this.path, e);
-    }
-    if (n !== data.length) {
-      throw new TapnetError(
-        'ERR_STORE',
-        `state store: wrote only ${n} of ${data.length} bytes to ${this.path} (disk full?)`,
-        {
-          details: { path: this.path, op: 'append to' },
-        },
-      );
-    }
-    if (advance) {
-      this.offset += n;
-      this.atLineStart = true;
-    }
-    return n;
+  private header(seq: number, prev: string | undefined, snapLines: number, snapBytes: number): HeaderEntry {
+    return {
+      op: 'header',
+      seq,
+      format: JOURNAL_FORMAT,
+      version: JOURNAL_VERSION,
+      id: newJournalId(),
+      ...(prev !== undefined ? { prev } : {}),
+      created: new Date().toISOString(),
+      snapLines,
+      snapBytes,
+    };
   }
 
   private append(entries: NewEntry[]): void {
     let seq = this.lastSeq;
     const numbered = entries.map((e) => ({ seq: ++seq, ...e }) as JournalEntry);
-    this.appendText(numbered.map(encodeEntry).join(''));
+    const text = numbered.map(encodeEntry).join('');
+    this.offset += appendText(this.fd, this.path, this.atLineStart ? text : `\n${text}`);
+    this.atLineStart = true;
     this.lastSeq = seq;
     this.sealSeq = undefined;
     for (const e of numbered) this.state.apply(e);
-    this.stats.appends++;
+    this.stats.writes++;
   }
 
   private shouldCompact(): boolean {
@@ -525,72 +483,36 @@ export class Journal {
     const sealSeq = this.lastSeq + 1;
     const lines = this.state.snapshotLines(sealSeq, this.lockAlive);
     const snapText = lines.join('');
-    const id = randomBytes(8).toString('hex');
-    const header = encodeEntry({
-      op: 'header',
-      seq: sealSeq,
-      format: JOURNAL_FORMAT,
-      version: JOURNAL_VERSION,
-      id,
-      prev: this.id,
-      created: new Date().toISOString(),
-      snapLines: lines.length,
-      snapBytes: Buffer.byteLength(snapText),
-    });
-    const data = Buffer.from(header + snapText, 'utf8');
-    const tmp = path.join(this.dir, `.${JOURNAL_FILE}.${process.pid}.${++this.tmpCounter}.tmp`);
-    let fd = -1;
+    const header = this.header(sealSeq, this.id, lines.length, Buffer.byteLength(snapText));
+    const data = Buffer.from(encodeEntry(header) + snapText, 'utf8');
+    let next: ReturnType<typeof writeTempJournal> | undefined;
     try {
-      fd = fs.openSync(
-        tmp,
-        fs.constants.O_RDWR | fs.constants.O_APPEND | fs.constants.O_CREAT | fs.constants.O_EXCL,
-        0o644,
-      );
-      for (let off = 0; off < data.length; ) off += fs.writeSync(fd, data, off, data.length - off);
-      fs.fsyncSync(fd); // the old journal goes away with the rename: the new one must be on disk first
+      next = writeTempJournal(this.path, data);
       this.append([{ op: 'seal' }]);
-      fs.renameSync(tmp, this.path);
+      fs.renameSync(next.tmp, this.path);
     } catch (e) {
-      closeQuietly(fd);
-      fs.rmSync(tmp, { force: true });
-      this.report(this.offset, `compaction failed: ${storeError('compact', this.path, e).message}`, '');
+      if (next) {
+        closeQuietly(next.fd);
+        fs.rmSync(next.tmp, { force: true });
+      }
+      this.damage(this.offset, `compaction failed: ${storeError('compact', this.path, e).message}`, '');
       this.compactFloor = this.offset * this.ratio;
       return;
     }
     const old = this.fd;
-    const st = fs.fstatSync(fd);
-    this.fd = fd;
-    this.ino = st.ino;
-    this.dev = st.dev;
-    this.id = id;
+    ({ fd: this.fd, ino: this.ino, dev: this.dev } = next);
+    this.id = header.id;
     this.offset = data.length;
     this.lastSeq = sealSeq;
     this.sealSeq = undefined;
     this.atLineStart = true;
     this.snapLeft = 0;
-    closeQuietly(old); // releases the lock of the old file; the new one needs none (it is complete)
+    closeQuietly(old); // drops the old file's lock; the new file needs none (it is complete)
     this.compactFloor = data.length * this.ratio;
     this.dirDirty = true;
     this.stats.compactions++;
-    this.saveCorrupt();
-  }
-
-  /** Damaged lines leave the journal with a compaction: keep them in `<dir>/quarantine/` for a human. */
-  private saveCorrupt(): void {
-    if (this.corrupt.length === 0) return;
-    const kept = this.corrupt.filter((t) => t.length > 0);
-    this.corrupt = [];
-    this.corruptBytes = 0;
-    if (kept.length === 0) return;
-    try {
-      const qdir = path.join(this.dir, 'quarantine');
-      fs.mkdirSync(qdir, { recursive: true });
-      const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-      fs.writeFileSync(path.join(qdir, `journal.${stamp}.${process.pid}.jsonl`), `${kept.join('\n')}\n`, {
-        flag: 'wx',
-      });
-    } catch {
-      // best effort: the problems were reported when found
-    }
+    saveDamagedLines(this.dir, this.damaged);
+    this.damaged = [];
+    this.damagedBytes = 0;
   }
 }

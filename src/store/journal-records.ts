@@ -209,11 +209,6 @@ export class JournalRecordStore<T extends StoredRecord = StoredRecord> implement
   async delete(vmId: string, options: CasOptions = {}): Promise<boolean> {
     validateVmId(vmId);
     const expected = options.expectedGeneration;
-    this.journal.refresh();
-    if (!this.journal.state.records.has(vmId)) {
-      this.checkGeneration(vmId, 0, options); // absent is a committed state: no lock needed
-      return false;
-    }
     return this.journal.write((s) => {
       const cur = s.records.get(vmId);
       if (expected !== undefined) {

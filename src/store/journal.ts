@@ -12,6 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { TapnetError } from '../errors.js';
+import { cleanJournalTemp } from './journal-file.js';
 import { JournalLeaseStore } from './journal-leases.js';
 import { JournalLockService } from './journal-locks.js';
 import { JOURNAL_FILE, Journal, type JournalOptions } from './journal-log.js';
@@ -90,26 +91,7 @@ export class JournalStore<T extends StoredRecord = StoredRecord> implements Stor
 
   /** Remove temp files (older than a minute) that a compaction left when it crashed. Returns how many. */
   cleanTemp(maxAgeMs = 60_000): number {
-    let n = 0;
-    let names: string[];
-    try {
-      names = fs.readdirSync(this.dir);
-    } catch {
-      return 0;
-    }
-    for (const name of names) {
-      if (!name.startsWith(`.${JOURNAL_FILE}.`) || !name.endsWith('.tmp')) continue;
-      const p = path.join(this.dir, name);
-      try {
-        if (Date.now() - fs.lstatSync(p).mtimeMs >= maxAgeMs) {
-          fs.unlinkSync(p);
-          n++;
-        }
-      } catch {
-        // raced with another cleaner: fine
-      }
-    }
-    return n;
+    return cleanJournalTemp(this.dir, JOURNAL_FILE, maxAgeMs);
   }
 }
 
