@@ -28,6 +28,7 @@ export const ERROR_CODES = {
   ERR_UNAVAILABLE: 'the cluster store cannot be reached right now; retry',
   ERR_VMM: 'a VM monitor (QEMU) could not start, exited early or its guest did not answer; see details',
   ERR_CONFIG: 'the configuration file, environment or flags are invalid',
+  ERR_CNI: 'a CNI plugin or the CNI protocol failed; details.cniCode holds the spec’s error code',
   ERR_INTERNAL: 'a bug in tapnet: please report it',
 } as const;
 

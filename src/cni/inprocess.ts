@@ -40,13 +40,18 @@ export class InProcessRegistry {
   register(plugin: InProcessPlugin): this {
     const names = [plugin.type, ...(plugin.aliases ?? [])];
     if (!Array.isArray(plugin.supportedVersions) || plugin.supportedVersions.length === 0) {
-      throw invalidArgument(`in-process plugin ${JSON.stringify(plugin.type)} must support at least one version`);
+      throw invalidArgument(
+        `in-process plugin ${JSON.stringify(plugin.type)} must support at least one version`,
+      );
     }
     for (const n of names) {
       if (typeof n !== 'string' || !TYPE_RE.test(n)) {
-        throw invalidArgument(`in-process plugin type ${JSON.stringify(n)} is not a valid plugin name`, { value: n });
+        throw invalidArgument(`in-process plugin type ${JSON.stringify(n)} is not a valid plugin name`, {
+          value: n,
+        });
       }
-      if (this.byType.has(n)) throw invalidArgument(`in-process plugin ${JSON.stringify(n)} is already registered`);
+      if (this.byType.has(n))
+        throw invalidArgument(`in-process plugin ${JSON.stringify(n)} is already registered`);
     }
     for (const n of names) this.byType.set(n, plugin);
     return this;
