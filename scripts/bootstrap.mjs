@@ -74,6 +74,12 @@ function build() {
     log('TypeScript build failed');
     process.exit(r.status ?? 1);
   }
+  // The standalone tc-redirect-tap CNI plugin (one bundled file) for runtimes that exec plugins.
+  const p = spawnSync(process.execPath, [join(root, 'scripts', 'build-plugin.mjs')], { cwd: root, stdio: 'inherit' });
+  if (p.status !== 0) {
+    log('building the CNI plugin failed');
+    process.exit(p.status ?? 1);
+  }
 }
 
 /** The microVM guest fixture in .cache/guest (rebuilt only when its inputs change). */

@@ -179,8 +179,9 @@ export function decodeQdisc(m: NlMessage): Qdisc {
   const kind = a.str(TCA_KIND);
   if (kind === undefined) throw decodeError('qdisc message without TCA_KIND');
   const out: Qdisc = { ifindex: h.ifindex, handle: h.handle, parent: h.parent, kind };
-  const opts = a.nested(TCA_OPTIONS);
-  if (kind === 'tbf' && opts) out.tbf = decodeTbf(opts);
+  // Only tbf's options are nested attributes; others (pfifo_fast: a priomap struct) are raw bytes.
+  const opts = kind === 'tbf' ? a.nested(TCA_OPTIONS) : undefined;
+  if (opts) out.tbf = decodeTbf(opts);
   const stats = a.raw(TCA_STATS2);
   if (stats) out.stats = decodeTcStats(stats);
   return out;
