@@ -17,7 +17,18 @@ const VM_PACKAGES = ['qemu-system-x86', 'busybox-static', 'iperf3'];
 /** Debian packages per profile. Runtime needs only libnftables1; the rest are test oracles, peers and fixtures. */
 const PACKAGES = {
   dev: ['libnftables1', 'nftables', 'iproute2', 'util-linux'],
-  test: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins', ...VM_PACKAGES],
+  // golang-go + golang-github-appc-cni-dev: the Go libcni reference harness; iptables: CNI firewall/portmap.
+  test: [
+    'libnftables1',
+    'nftables',
+    'iproute2',
+    'util-linux',
+    'containernetworking-plugins',
+    'golang-go',
+    'golang-github-appc-cni-dev',
+    'iptables',
+    ...VM_PACKAGES,
+  ],
   demo: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins', ...VM_PACKAGES],
   bench: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins', 'netavark', 'iptables', ...VM_PACKAGES],
 };
