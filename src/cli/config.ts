@@ -1,40 +1,39 @@
 /**
- * Where the CLI's configuration comes from: a JSON file (--config or TAPNET_CONFIG), then TAPNET_*
- * environment variables, then flags — later wins.
+ * The CLI's side of configuration: global flags → the loader in src/config (file, then TAPNET_*
+ * environment variables, then flags — later wins).
  */
-import { readFileSync } from 'node:fs';
-import { TapnetError } from '../errors.js';
-import { type ManagerConfigInput, parseConfigInput } from '../manager/config.js';
+import { type FlagValue, type LoadedConfig, loadConfig } from '../config/load.js';
 
 export interface GlobalFlags {
   config?: string;
   stateDir?: string;
   netns?: string;
+  socket?: string;
+  local?: boolean;
+  json?: boolean;
 }
 
-/** Load and merge the configuration; ERR_CONFIG names the file and the bad key. */
-export function loadCliConfig(flags: GlobalFlags, env: NodeJS.ProcessEnv = process.env): ManagerConfigInput {
-  const file = flags.config ?? env.TAPNET_CONFIG;
-  let cfg: Record<string, unknown> = {};
-  if (file) {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (e) {
-      throw new TapnetError('ERR_CONFIG', `cannot read config file ${file}: ${(e as Error).message}`, { cause: e });
-    }
-    try {
-      cfg = JSON.parse(text) as Record<string, unknown>;
-    } catch (e) {
-      throw new TapnetError('ERR_CONFIG', `config file ${file} is not valid JSON: ${(e as Error).message}`, { cause: e });
-    }
-    if (typeof cfg !== 'object' || cfg === null || Array.isArray(cfg)) {
-      throw new TapnetError('ERR_CONFIG', `config file ${file} must hold a JSON object`);
-    }
-  }
-  const stateDir = flags.stateDir ?? env.TAPNET_STATE_DIR;
-  if (stateDir) cfg.stateDir = stateDir;
-  const netns = flags.netns ?? env.TAPNET_NETNS;
-  if (netns) cfg.netns = netns;
-  return parseConfigInput(cfg);
+/** Flags that set configuration keys, for the loader (and `tapnet config --print` provenance). */
+export function flagValues(
+  flags: GlobalFlags & Record<string, unknown>,
+  extra: FlagValue[] = [],
+): FlagValue[] {
+  const out: FlagValue[] = [];
+  if (flags.stateDir !== undefined) out.push({ key: 'stateDir', value: flags.stateDir, flag: '--state-dir' });
+  if (flags.netns !== undefined) out.push({ key: 'netns', value: flags.netns, flag: '--netns' });
+  if (flags.socket !== undefined) out.push({ key: 'api.socket', value: flags.socket, flag: '--socket' });
+  return [...out, ...extra];
+}
+
+/** Load and validate the configuration; ERR_CONFIG names the file, the key, the value and its origin. */
+export function loadCliConfig(
+  flags: GlobalFlags,
+  env: NodeJS.ProcessEnv = process.env,
+  extra: FlagValue[] = [],
+): LoadedConfig {
+  return loadConfig({
+    ...(flags.config !== undefined ? { configFile: flags.config } : {}),
+    flags: flagValues(flags as GlobalFlags & Record<string, unknown>, extra),
+    env,
+  });
 }
