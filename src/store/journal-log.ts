@@ -132,15 +132,29 @@ export class Journal {
 
   /** Bring the state up to date with what other processes appended (no lock). */
   refresh(): void {
-    for (let hops = 0; hops < 8; hops++) {
+    const since = Date.now();
+    for (;;) {
       if (this.fd < 0 && !this.openPath()) return;
       this.readTail(false);
       if (this.sealSeq === undefined) return;
       // The last line is a seal: the file was replaced by a compaction, is being replaced, or its
       // compactor died between the seal and the rename. Only the lock tells the last two apart.
+      this.checkReplacing(since);
       if (!sameFile(this.path, this.ino, this.dev)) this.switchFile(false);
       else this.locked(() => undefined);
     }
+  }
+
+  /** Following compactions that keep coming is bounded like a wait for the lock. */
+  private checkReplacing(since: number): void {
+    if (Date.now() - since <= this.lockTimeoutMs) return;
+    throw new TapnetError(
+      'ERR_TIMEOUT',
+      `journal ${this.path} kept being replaced for ${this.lockTimeoutMs} ms`,
+      {
+        details: { path: this.path, timeoutMs: this.lockTimeoutMs },
+      },
+    );
   }
 
   /**
@@ -420,7 +434,8 @@ export class Journal {
 
   /** Under the lock: read everything, follow a replaced file, start an empty one with its header. */
   private catchUpLocked(): void {
-    for (let hops = 0; ; hops++) {
+    const since = Date.now();
+    for (;;) {
       this.readTail(true);
       if (this.lastSeq < 0) {
         if (this.readOnly) return;
@@ -439,7 +454,7 @@ export class Journal {
         this.sealSeq = undefined; // a seal, the path unchanged, under the lock: its compactor died
         return;
       }
-      if (hops >= 8) throw new TapnetError('ERR_STORE', `journal ${this.path} keeps being replaced`);
+      this.checkReplacing(since);
       this.switchFile(true); // compacted by another process, or replaced or removed by hand
     }
   }
