@@ -1,0 +1,516 @@
+/**
+ * A small etcd v3 client over etcd's HTTP/JSON gateway (served by etcd itself on its client URL:
+ * `/v3/kv/range`, `/v3/kv/txn`, `/v3/lease/grant`, `/v3/watch`, …; keys and values are base64, int64s
+ * are decimal strings). node:http only: no dependency.
+ *
+ * Failures are classified before anything is retried:
+ * - not sent (connection refused or unreachable, connect timeout, a reused keep-alive socket reset before
+ *   any answer, "no leader"): retried on the next endpoint with exponential backoff, within the call's
+ *   retry budget;
+ * - ambiguous (timeout or reset after the request went out, "request timed out"): retried only for
+ *   idempotent calls; otherwise ERR_UNAVAILABLE with details.ambiguous = true, so the caller can verify;
+ * - answers (etcd said no): ERR_STORE with details.grpcCode, never retried.
+ * Out of budget, every call fails with ERR_UNAVAILABLE (retryable).
+ */
+import http from 'node:http';
+import { TapnetError } from '../errors.js';
+import { EtcdWatch, type WatchOptions } from './etcd-watch.js';
+
+/** Options of an EtcdClient. */
+export interface EtcdClientOptions {
+  /** Client URLs, e.g. `http://198.18.100.10:2379`; tried in turn when one fails. */
+  endpoints: string[];
+  /** One attempt gives up after this long. Default 2,000 ms. */
+  requestTimeoutMs?: number;
+  /** All attempts of one call end after this long. Default 4,000 ms. */
+  retryBudgetMs?: number;
+  /** First backoff between attempts; doubled up to 1 s, with jitter. Default 25 ms. */
+  backoffMs?: number;
+  /** Keep-alive sockets per endpoint. Default 64. */
+  maxSockets?: number;
+}
+
+/** A key-value pair as etcd stores it (text keys and values). */
+export interface KeyValue {
+  key: string;
+  value: string;
+  createRevision: number;
+  modRevision: number;
+  /** Writes since creation: 1 after the first put. */
+  version: number;
+  /** The lease the key is attached to ('0': none). */
+  lease: string;
+}
+
+/** Options of a range read. */
+export interface RangeOptions {
+  /** Every key starting with `key`. */
+  prefix?: boolean;
+  limit?: number;
+  /** Served by the member without a quorum round (may be slightly stale). */
+  serializable?: boolean;
+  keysOnly?: boolean;
+  countOnly?: boolean;
+  sort?: { target: 'KEY' | 'CREATE' | 'MOD' | 'VERSION'; order: 'ASCEND' | 'DESCEND' };
+  maxCreateRevision?: number;
+}
+
+/** The answer to a range read. */
+export interface RangeResult {
+  kvs: KeyValue[];
+  count: number;
+  more: boolean;
+  /** The store revision the read saw. */
+  revision: number;
+}
+
+/** One comparison of a transaction. */
+export interface Compare {
+  key: string;
+  target: 'CREATE' | 'MOD' | 'VERSION' | 'VALUE';
+  result?: 'EQUAL' | 'NOT_EQUAL' | 'GREATER' | 'LESS';
+  /** The revision or version to compare with (CREATE/MOD/VERSION). */
+  number?: number;
+  /** The value to compare with (VALUE). */
+  value?: string;
+}
+
+/** One operation of a transaction. */
+export type TxnOp =
+  | { put: { key: string; value: string; lease?: string; prevKv?: boolean } }
+  | { range: { key: string } & RangeOptions }
+  | { delete: { key: string; prefix?: boolean; prevKv?: boolean } };
+
+/** A transaction: if every compare holds, `success` runs, else `failure`. */
+export interface TxnRequest {
+  compare: Compare[];
+  success: TxnOp[];
+  failure?: TxnOp[];
+}
+
+/** The answer of one transaction operation (only what tapnet reads). */
+export interface TxnOpResult {
+  range?: RangeResult;
+  deleted?: number;
+  prevKvs?: KeyValue[];
+}
+
+/** The answer to a transaction. */
+export interface TxnResult {
+  succeeded: boolean;
+  revision: number;
+  responses: TxnOpResult[];
+}
+
+/** Per-call options. */
+export interface CallOptions {
+  /** Safe to send twice (reads, claims that recognise their own earlier success). Default false. */
+  idempotent?: boolean;
+}
+
+type Json = Record<string, unknown>;
+
+const enc = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
+const dec = (s: unknown): string => (typeof s === 'string' ? Buffer.from(s, 'base64').toString('utf8') : '');
+const num = (v: unknown): number => (v === undefined || v === null ? 0 : Number(v));
+
+/** The exclusive end of the range of keys starting with `prefix` (clientv3.GetPrefixRangeEnd), base64. */
+export function prefixEndB64(prefix: string): string {
+  const b = Buffer.from(prefix, 'utf8');
+  for (let i = b.length - 1; i >= 0; i--) {
+    if (b[i]! < 0xff) {
+      const out = Buffer.from(b.subarray(0, i + 1));
+      out[i]! += 1;
+      return out.toString('base64');
+    }
+  }
+  return Buffer.from([0]).toString('base64');
+}
+
+/** Decode a gateway key-value object. */
+export function decodeKv(o: unknown): KeyValue {
+  const kv = (o ?? {}) as Json;
+  return {
+    key: dec(kv.key),
+    value: dec(kv.value),
+    createRevision: num(kv.create_revision),
+    modRevision: num(kv.mod_revision),
+    version: num(kv.version),
+    lease: String(kv.lease ?? '0'),
+  };
+}
+
+function rangeBody(key: string, o: RangeOptions): Json {
+  const body: Json = { key: enc(key) };
+  if (o.prefix) body.range_end = prefixEndB64(key);
+  if (o.limit !== undefined) body.limit = String(o.limit);
+  if (o.serializable) body.serializable = true;
+  if (o.keysOnly) body.keys_only = true;
+  if (o.countOnly) body.count_only = true;
+  if (o.sort) {
+    body.sort_target = o.sort.target;
+    body.sort_order = o.sort.order;
+  }
+  if (o.maxCreateRevision !== undefined) body.max_create_revision = String(o.maxCreateRevision);
+  return body;
+}
+
+function decodeRange(r: Json): RangeResult {
+  const header = (r.header ?? {}) as Json;
+  const kvs = Array.isArray(r.kvs) ? r.kvs.map(decodeKv) : [];
+  return { kvs, count: num(r.count), more: r.more === true, revision: num(header.revision) };
+}
+
+function opBody(op: TxnOp): Json {
+  if ('put' in op) {
+    const p: Json = { key: enc(op.put.key), value: enc(op.put.value) };
+    if (op.put.lease && op.put.lease !== '0') p.lease = op.put.lease;
+    if (op.put.prevKv) p.prev_kv = true;
+    return { request_put: p };
+  }
+  if ('range' in op) return { request_range: rangeBody(op.range.key, op.range) };
+  const d: Json = { key: enc(op.delete.key) };
+  if (op.delete.prefix) d.range_end = prefixEndB64(op.delete.key);
+  if (op.delete.prevKv) d.prev_kv = true;
+  return { request_delete_range: d };
+}
+
+function compareBody(c: Compare): Json {
+  const body: Json = { key: enc(c.key), target: c.target, result: c.result ?? 'EQUAL' };
+  if (c.target === 'CREATE') body.create_revision = String(c.number ?? 0);
+  else if (c.target === 'MOD') body.mod_revision = String(c.number ?? 0);
+  else if (c.target === 'VERSION') body.version = String(c.number ?? 0);
+  else body.value = enc(c.value ?? '');
+  return body;
+}
+
+/** How one attempt failed. */
+interface AttemptFailure {
+  ok: false;
+  kind: 'unsent' | 'ambiguous' | 'answer';
+  error: TapnetError;
+}
+
+type Attempt = { ok: true; json: Json } | AttemptFailure;
+
+/** gRPC status codes the gateway passes on. */
+const GRPC_UNAVAILABLE = 14;
+const GRPC_DEADLINE = 4;
+const GRPC_EXHAUSTED = 8;
+
+/** An etcd v3 client over the HTTP/JSON gateway. One per process is enough; close() it. */
+export class EtcdClient {
+  readonly endpoints: readonly URL[];
+  private readonly agent: http.Agent;
+  private current = 0;
+  private closed = false;
+  private readonly watches = new Set<EtcdWatch>();
+  readonly requestTimeoutMs: number;
+  readonly retryBudgetMs: number;
+  private readonly backoffMs: number;
+
+  constructor(options: EtcdClientOptions) {
+    if (!Array.isArray(options.endpoints) || options.endpoints.length === 0) {
+      throw new TapnetError('ERR_INVALID_ARGUMENT', 'etcd needs at least one endpoint (http://host:port)');
+    }
+    this.endpoints = options.endpoints.map((e) => {
+      let u: URL;
+      try {
+        u = new URL(e);
+      } catch {
+        throw new TapnetError('ERR_INVALID_ARGUMENT', `etcd endpoint ${JSON.stringify(e)} is not a URL`, {
+          details: { value: e },
+        });
+      }
+      if (u.protocol !== 'http:' || u.pathname !== '/' || u.search || u.username) {
+        throw new TapnetError(
+          'ERR_INVALID_ARGUMENT',
+          `etcd endpoint ${JSON.stringify(e)} must be http://host:port`,
+          {
+            details: { value: e },
+          },
+        );
+      }
+      return u;
+    });
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 2_000;
+    this.retryBudgetMs = options.retryBudgetMs ?? 4_000;
+    this.backoffMs = options.backoffMs ?? 25;
+    this.agent = new http.Agent({
+      keepAlive: true,
+      maxSockets: options.maxSockets ?? 64,
+      keepAliveMsecs: 5_000,
+    });
+  }
+
+  /** The endpoint calls go to now. */
+  get endpoint(): URL {
+    return this.endpoints[this.current]!;
+  }
+
+  /** Read one key or a range. `POST /v3/kv/range` (etcdctl get). */
+  async range(key: string, options: RangeOptions = {}): Promise<RangeResult> {
+    return decodeRange(await this.call('/v3/kv/range', rangeBody(key, options), { idempotent: true }));
+  }
+
+  /** Write a key. `POST /v3/kv/put` (etcdctl put). Returns the revision and the previous pair if asked. */
+  async put(
+    key: string,
+    value: string,
+    options: { lease?: string; prevKv?: boolean } & CallOptions = {},
+  ): Promise<{ revision: number; prevKv?: KeyValue }> {
+    const body: Json = { key: enc(key), value: enc(value) };
+    if (options.lease && options.lease !== '0') body.lease = options.lease;
+    if (options.prevKv) body.prev_kv = true;
+    const r = await this.call('/v3/kv/put', body, { idempotent: options.idempotent ?? !options.prevKv });
+    const out: { revision: number; prevKv?: KeyValue } = { revision: num((r.header as Json)?.revision) };
+    if (r.prev_kv) out.prevKv = decodeKv(r.prev_kv);
+    return out;
+  }
+
+  /** Delete a key or every key under a prefix. `POST /v3/kv/deleterange` (etcdctl del [--prefix]). */
+  async delete(key: string, options: { prefix?: boolean } = {}): Promise<number> {
+    const body: Json = { key: enc(key) };
+    if (options.prefix) body.range_end = prefixEndB64(key);
+    const r = await this.call('/v3/kv/deleterange', body, { idempotent: true });
+    return num(r.deleted);
+  }
+
+  /** A transaction. `POST /v3/kv/txn` (etcdctl txn). */
+  async txn(t: TxnRequest, options: CallOptions = {}): Promise<TxnResult> {
+    const body: Json = { compare: t.compare.map(compareBody), success: t.success.map(opBody) };
+    if (t.failure?.length) body.failure = t.failure.map(opBody);
+    const r = await this.call('/v3/kv/txn', body, options);
+    const responses = (Array.isArray(r.responses) ? r.responses : []).map((x: Json): TxnOpResult => {
+      if (x.response_range) return { range: decodeRange(x.response_range as Json) };
+      if (x.response_delete_range) {
+        const d = x.response_delete_range as Json;
+        return {
+          deleted: num(d.deleted),
+          prevKvs: Array.isArray(d.prev_kvs) ? d.prev_kvs.map(decodeKv) : [],
+        };
+      }
+      if (x.response_put) {
+        const p = x.response_put as Json;
+        return p.prev_kv ? { prevKvs: [decodeKv(p.prev_kv)] } : {};
+      }
+      return {};
+    });
+    return { succeeded: r.succeeded === true, revision: num((r.header as Json)?.revision), responses };
+  }
+
+  /** Grant a lease of `ttl` seconds. `POST /v3/lease/grant` (etcdctl lease grant). ID as decimal text. */
+  async leaseGrant(ttl: number): Promise<{ id: string; ttl: number }> {
+    const r = await this.call('/v3/lease/grant', { TTL: String(ttl) }, { idempotent: true });
+    if (r.error) throw new TapnetError('ERR_STORE', `etcd refused a lease: ${String(r.error)}`);
+    return { id: String(r.ID), ttl: num(r.TTL) };
+  }
+
+  /** Renew a lease once; returns its new TTL, 0 when it has expired. `POST /v3/lease/keepalive`. */
+  async leaseKeepAlive(id: string): Promise<number> {
+    const r = await this.call('/v3/lease/keepalive', { ID: id }, { idempotent: true });
+    const result = (r.result ?? r) as Json;
+    return num(result.TTL);
+  }
+
+  /** Revoke a lease (its keys go with it); already gone is success. `POST /v3/lease/revoke`. */
+  async leaseRevoke(id: string): Promise<void> {
+    try {
+      await this.call('/v3/lease/revoke', { ID: id }, { idempotent: true });
+    } catch (e) {
+      if (e instanceof TapnetError && e.details.grpcCode === 5) return; // lease not found
+      throw e;
+    }
+  }
+
+  /** Remaining and granted TTL of a lease (-1: expired or unknown). `POST /v3/lease/timetolive`. */
+  async leaseTimeToLive(id: string): Promise<{ ttl: number; grantedTtl: number }> {
+    const r = await this.call('/v3/lease/timetolive', { ID: id }, { idempotent: true });
+    return { ttl: r.TTL === undefined ? -1 : num(r.TTL), grantedTtl: num(r.grantedTTL) };
+  }
+
+  /** The member's status (version, leader, revision). `POST /v3/maintenance/status` (etcdctl endpoint status). */
+  async status(): Promise<{ version: string; leader: string; revision: number }> {
+    const r = await this.call('/v3/maintenance/status', {}, { idempotent: true });
+    return {
+      version: String(r.version ?? ''),
+      leader: String(r.leader ?? ''),
+      revision: num((r.header as Json)?.revision),
+    };
+  }
+
+  /** Watch a key or prefix, reconnecting with backoff (see EtcdWatch). `POST /v3/watch` (etcdctl watch). */
+  watch(key: string, options: WatchOptions): EtcdWatch {
+    this.check();
+    const w = new EtcdWatch(
+      { endpoint: () => this.endpoint, rotate: () => this.rotate(), backoffMs: this.backoffMs },
+      { key: enc(key), ...(options.prefix ? { rangeEnd: prefixEndB64(key) } : {}) },
+      options,
+      () => this.watches.delete(w),
+    );
+    this.watches.add(w);
+    return w;
+  }
+
+  /** Close every socket and watch. Calls after close() fail with ERR_INTERNAL. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const w of [...this.watches]) w.close();
+    this.agent.destroy();
+  }
+
+  private check(): void {
+    if (this.closed) throw new TapnetError('ERR_INTERNAL', 'the etcd client is closed');
+  }
+
+  private rotate(): void {
+    this.current = (this.current + 1) % this.endpoints.length;
+  }
+
+  /** POST `body` to `path`, retrying what may be retried within the budget. */
+  async call(path: string, body: Json, options: CallOptions = {}): Promise<Json> {
+    this.check();
+    const deadline = Date.now() + this.retryBudgetMs;
+    let delay = this.backoffMs;
+    let last: TapnetError | undefined;
+    for (;;) {
+      const ep = this.endpoint;
+      const f = await this.once(ep, path, body);
+      if (f.ok) return f.json;
+      if (f.kind === 'answer') throw f.error;
+      last = f.error;
+      if (f.kind === 'ambiguous' && !options.idempotent) throw f.error;
+      this.rotate();
+      const wait = Math.min(delay, 1_000) * (0.5 + Math.random() / 2);
+      if (this.closed || Date.now() + wait >= deadline) break;
+      await new Promise((r) => setTimeout(r, wait));
+      delay *= 2;
+    }
+    throw new TapnetError(
+      'ERR_UNAVAILABLE',
+      `etcd cannot be reached (${last?.message ?? 'no attempt'}); retry later`,
+      {
+        cause: last,
+        details: {
+          ...last?.details,
+          endpoints: this.endpoints.map((u) => u.origin),
+          budgetMs: this.retryBudgetMs,
+        },
+      },
+    );
+  }
+
+  private once(ep: URL, path: string, body: Json): Promise<Attempt> {
+    return new Promise((resolve) => {
+      const data = JSON.stringify(body);
+      let sent = false;
+      let settled = false;
+      const where = { endpoint: ep.origin, path };
+      const fail = (
+        kind: 'unsent' | 'ambiguous',
+        message: string,
+        extra: Record<string, unknown> = {},
+      ): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        req.destroy();
+        const details = { ...where, ...extra, ...(kind === 'ambiguous' ? { ambiguous: true } : {}) };
+        resolve({
+          ok: false,
+          kind,
+          error: new TapnetError('ERR_UNAVAILABLE', `etcd ${ep.origin}${path}: ${message}`, { details }),
+        });
+      };
+      const req = http.request(
+        {
+          host: ep.hostname,
+          port: ep.port || 2379,
+          path,
+          method: 'POST',
+          agent: this.agent,
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', () => fail('ambiguous', 'the answer was cut off'));
+          res.on('end', () => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            let json: Json;
+            try {
+              json = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Json;
+            } catch {
+              resolve({
+                ok: false,
+                kind: 'ambiguous',
+                error: new TapnetError('ERR_UNAVAILABLE', `etcd ${ep.origin}${path}: unreadable answer`, {
+                  details: { ...where, ambiguous: true },
+                }),
+              });
+              return;
+            }
+            if (res.statusCode === 200 && !json.error) resolve({ ok: true, json });
+            else resolve(this.answerError(res.statusCode ?? 0, json, where));
+          });
+        },
+      );
+      const timer = setTimeout(
+        () => fail(sent ? 'ambiguous' : 'unsent', `no answer within ${this.requestTimeoutMs} ms`),
+        this.requestTimeoutMs,
+      );
+      req.on('finish', () => {
+        sent = true;
+      });
+      req.on('error', (e: NodeJS.ErrnoException) => {
+        const code = e.code ?? '';
+        const beforeConnect = [
+          'ECONNREFUSED',
+          'EHOSTUNREACH',
+          'ENETUNREACH',
+          'EADDRNOTAVAIL',
+          'ENOTFOUND',
+        ].includes(code);
+        // A keep-alive socket the server closed while idle: the request never reached it.
+        const staleSocket = req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE');
+        fail(
+          beforeConnect || staleSocket || !sent ? 'unsent' : 'ambiguous',
+          `${code || 'error'}: ${e.message}`,
+          { errno: code },
+        );
+      });
+      req.end(data);
+    });
+  }
+
+  private answerError(status: number, json: Json, where: Record<string, unknown>): AttemptFailure {
+    const err = (typeof json.error === 'object' && json.error !== null ? json.error : json) as Json;
+    const message = String(err.message ?? err.error ?? `HTTP ${status}`);
+    const grpcCode = num(err.code);
+    const details = { ...where, grpcCode, httpStatus: status, etcdMessage: message };
+    if (
+      grpcCode === GRPC_UNAVAILABLE ||
+      grpcCode === GRPC_DEADLINE ||
+      grpcCode === GRPC_EXHAUSTED ||
+      status === 503
+    ) {
+      // "no leader" and "too many requests" were refused before being proposed; a timeout may have committed.
+      const unsent = /no leader|not capable|too many requests|leader changed/i.test(message);
+      return {
+        ok: false,
+        kind: unsent ? 'unsent' : 'ambiguous',
+        error: new TapnetError('ERR_UNAVAILABLE', `etcd: ${message}`, {
+          details: unsent ? details : { ...details, ambiguous: true },
+        }),
+      };
+    }
+    return {
+      ok: false,
+      kind: 'answer',
+      error: new TapnetError('ERR_STORE', `etcd refused the request: ${message}`, { details }),
+    };
+  }
+}
