@@ -227,14 +227,16 @@ export class CniRuntimeBase {
       this.checkList(list);
       this.checkRuntimeConf(rt);
       let result: CniResult | undefined;
+      const entry = this.cache.prepare(list.name, rt);
       for (const net of list.plugins) {
         try {
           result = await this.invoke(ctx, 'ADD', list.name, list.cniVersion, net, result, rt);
         } catch (e) {
+          entry.discard();
           throw pluginFailed(e, net.network, 'add');
         }
       }
-      this.cache.add(result, list.bytes, list.name, rt);
+      await this.cache.commit(entry, result, list.bytes, list.name, rt);
       return result!;
     });
   }
@@ -320,17 +322,17 @@ export class CniRuntimeBase {
   /** ADD a single plugin configuration (libcni's AddNetwork); cached under its own name. */
   addNetwork(net: PluginConfig, rt: RuntimeConf, opts?: CallOptions): Promise<CniResult> {
     return this.call(opts, net.network.name, async (ctx) => {
+      validateNetworkName(net.network.name);
       this.checkRuntimeConf(rt);
-      const result = await this.invoke(
-        ctx,
-        'ADD',
-        net.network.name,
-        net.network.cniVersion,
-        net,
-        undefined,
-        rt,
-      );
-      this.cache.add(result, net.bytes, net.network.name, rt);
+      const entry = this.cache.prepare(net.network.name, rt);
+      let result: CniResult | undefined;
+      try {
+        result = await this.invoke(ctx, 'ADD', net.network.name, net.network.cniVersion, net, undefined, rt);
+      } catch (e) {
+        entry.discard();
+        throw e;
+      }
+      await this.cache.commit(entry, result, net.bytes, net.network.name, rt);
       return result!;
     });
   }
@@ -338,6 +340,7 @@ export class CniRuntimeBase {
   /** CHECK a single plugin configuration (≥ 0.4.0) against its cached result. */
   checkNetwork(net: PluginConfig, rt: RuntimeConf, opts?: CallOptions): Promise<void> {
     return this.call(opts, net.network.name, async (ctx) => {
+      validateNetworkName(net.network.name);
       this.checkRuntimeConf(rt);
       this.requireCheck(net.network.cniVersion);
       const cached = this.cachedOrFail(net.network.name, net.network.cniVersion, rt);
@@ -348,6 +351,7 @@ export class CniRuntimeBase {
   /** DEL a single plugin configuration, with its cached result as prevResult (≥ 0.4.0). */
   delNetwork(net: PluginConfig, rt: RuntimeConf, opts?: CallOptions): Promise<void> {
     return this.call(opts, net.network.name, async (ctx) => {
+      validateNetworkName(net.network.name);
       this.checkRuntimeConf(rt);
       const cached = this.cachedForDel(net.network.name, net.network.cniVersion, rt);
       await this.invoke(ctx, 'DEL', net.network.name, net.network.cniVersion, net, cached, rt);

@@ -278,6 +278,9 @@ describe('cni runtime API', () => {
       (e) => isCniError(e, 7),
     );
     await assert.rejects(r.addNetworkList(l, { ...rt(), args: [['A;B', 'x']] }), (e) => isCniError(e, 4));
+    const bad = { ...l.plugins[0]!, network: { ...l.plugins[0]!.network, name: '../x' } };
+    await assert.rejects(r.addNetwork(bad, rt()), (e) => isCniError(e, 7));
+    await assert.rejects(r.delNetwork(bad, rt()), (e) => isCniError(e, 7));
     assert.equal(calls.length, 0);
   });
 

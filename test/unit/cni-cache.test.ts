@@ -44,6 +44,24 @@ describe('cni result cache (cniCacheV1)', () => {
     assert.deepEqual(readdirSync(join(root, 'a', 'results')), ['gold-ctr-9-net1']); // no temp file left
   });
 
+  it('an entry prepared while plugins run commits the same bytes; a discarded one leaves nothing', async () => {
+    const cache = new ResultCache(join(root, 'p'));
+    const pending = cache.prepare('gold', rt);
+    await cache.commit(pending, createResultFromJSON(PLUGIN_OUTPUT), Buffer.from(GOLD_CONFIG), 'gold', rt);
+    assert.equal(readFileSync(join(root, 'p', 'results', 'gold-ctr-9-net1'), 'utf8'), GO_CACHE_FILE);
+    const other = cache.prepare('gold', { containerId: 'x', ifName: 'eth0' });
+    other.discard();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(readdirSync(join(root, 'p', 'results')), ['gold-ctr-9-net1']);
+    // a cache directory that cannot be made: the commit reports it (code 5)
+    writeFileSync(join(root, 'blocker'), '');
+    const blocked = new ResultCache(join(root, 'blocker', 'sub'));
+    await assert.rejects(
+      blocked.commit(blocked.prepare('gold', rt), undefined, Buffer.from('{}'), 'gold', rt),
+      (e) => isCniError(e, 5) && e.errno === 'ENOTDIR',
+    );
+  });
+
   it('decodes Go’s file and re-encodes it identically; netns is written when known', () => {
     const info = decodeCacheFile(GO_CACHE_FILE);
     assert.equal(info.kind, CNI_CACHE_V1);
