@@ -72,6 +72,22 @@ export interface QemuExit {
   signal: NodeJS.Signals | null;
 }
 
+/** QEMUs this process started and that still run: killed if this process exits first. */
+const running = new Set<ChildProcess>();
+let exitHook = false;
+
+function track(child: ChildProcess): void {
+  if (!exitHook) {
+    exitHook = true;
+    // QEMU does not stop when its stdin closes: without this, a crashed test or demo leaves VMs running.
+    process.on('exit', () => {
+      for (const c of running) c.kill('SIGKILL');
+    });
+  }
+  running.add(child);
+  child.on('exit', () => running.delete(child));
+}
+
 /** A running QEMU microVM. */
 export class QemuVm {
   /** Milliseconds from spawning QEMU to the guest's ready marker (network configured, httpd running). */
@@ -137,6 +153,7 @@ export class QemuVm {
     } else {
       child = doSpawn();
     }
+    track(child);
     const serial = new SerialConsole(child.stdout!, child.stdin!, o.onConsoleLine);
     child.stdin!.on('error', () => {}); // EPIPE once QEMU is gone: exit handling reports it
     let vm: QemuVm | undefined;
