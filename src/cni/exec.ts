@@ -8,6 +8,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { TapnetError } from '../errors.js';
 import { CNI_ERROR, CniError, describeExit, pluginErrorFrom } from './errors.js';
 import type { PluginInfo } from './types.js';
@@ -22,6 +23,8 @@ export interface ExecOptions {
   timeoutMs?: number;
   /** Kill the plugin when aborted (ERR_ABORTED). */
   signal?: AbortSignal;
+  /** Told how long creating the process took (fork/exec in spawn()), for timing. */
+  onSpawned?: (ms: number) => void;
 }
 
 /**
@@ -156,7 +159,9 @@ export class ExecPluginExecutor implements PluginExecutor {
     const { signal, timeoutMs } = opts;
     if (signal?.aborted) return Promise.reject(abortedError(signal, { plugin: pluginPath }));
     // Own process group, so a timeout or abort also kills whatever the plugin started.
+    const t0 = performance.now();
     const child = spawn(pluginPath, [], { env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    opts.onSpawned?.(performance.now() - t0);
     return new Promise<Buffer>((resolve, reject) => {
       const out: Buffer[] = [];
       const err: Buffer[] = [];

@@ -17,6 +17,7 @@ export {
   DEFAULT_CACHE_DIR,
   decodeCacheFile,
   encodeCacheFile,
+  PendingCacheEntry,
   ResultCache,
 } from './cache.js';
 export { type CnitoolSetup, cnitoolContainerId, cnitoolSetup } from './cnitool.js';

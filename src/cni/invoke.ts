@@ -54,6 +54,8 @@ export interface PluginInvocation {
   path?: string;
   /** Wall time inside the plugin (spawn to exit, or run() to its promise settling). */
   ms: number;
+  /** Exec'd plugins: the part of `ms` spent creating the process (spawn: fork + exec). */
+  spawnMs?: number;
   ok: boolean;
 }
 
@@ -103,10 +105,16 @@ export class Invoker {
     const t0 = performance.now();
     let ok = false;
     let error: unknown;
+    let spawnMs: number | undefined;
     try {
       const out = ref.inProcess
         ? await runInProcess(ref.inProcess, command, stdin, env, ctx)
-        : await this.executor.execPlugin(ref.path, stdin, env, execOpts(ctx));
+        : await this.executor.execPlugin(ref.path, stdin, env, {
+            ...execOpts(ctx),
+            onSpawned: (ms) => {
+              spawnMs = (spawnMs ?? 0) + ms;
+            },
+          });
       ok = true;
       return out;
     } catch (e) {
@@ -120,6 +128,7 @@ export class Invoker {
         inProcess: ref.inProcess !== undefined,
         ...(ref.path ? { path: ref.path } : {}),
         ms,
+        ...(spawnMs !== undefined ? { spawnMs } : {}),
         ok,
       });
       if (channels.cniExec.hasSubscribers) {

@@ -72,6 +72,8 @@ export interface CallTiming {
   /** Time inside plugins (exec'd: spawn to exit; in-process: the run() call). */
   pluginMs: number;
   overheadMs: number;
+  /** The part of pluginMs spent creating plugin processes (fork + exec inside spawn()). */
+  spawnMs: number;
   invocations: PluginInvocation[];
 }
 
@@ -143,6 +145,7 @@ export class CniRuntimeBase {
           totalMs,
           pluginMs,
           overheadMs: totalMs - pluginMs,
+          spawnMs: ctx.invocations.reduce((s, i) => s + (i.spawnMs ?? 0), 0),
           invocations: ctx.invocations,
         });
       }

@@ -20,6 +20,7 @@ import { after, before, describe, it } from 'node:test';
 import { type CallTiming, CniRuntime } from '../../src/cni/api.js';
 import { confListFromBytes, loadNetworkConf } from '../../src/cni/conf.js';
 import { isCniError } from '../../src/cni/errors.js';
+import { inProcessPlugins } from '../../src/cni/plugins/index.js';
 import type { NetworkConfigList, Result100, RuntimeConf } from '../../src/cni/types.js';
 import { toCurrentResult } from '../../src/cni/version.js';
 import { isTapnetError } from '../../src/errors.js';
@@ -398,6 +399,40 @@ describe('cni with Debian’s plugins', { skip }, () => {
     assert.deepEqual(delIn.prevResult, JSON.parse(JSON.stringify(res)));
     assert.deepEqual(leases(name), []);
     assert.equal(existsSync(cacheFile), false);
+  });
+
+  it('in-process plugins chain with exec’d ones: bridge (exec) → tc-redirect-tap (in-process)', async () => {
+    const s = ns('inproc');
+    const withOurs = new CniRuntime({
+      pluginPaths: [DEBIAN_CNI],
+      cacheDir: join(root, 'cache-inproc'),
+      inProcessPlugins,
+    });
+    const l = conflist({
+      cniVersion: '1.0.0',
+      name: `inproc-${tag}`,
+      plugins: [bridgePlugin(`tnb${tag}i`, '198.18.24.0/24'), { type: 'tc-redirect-tap' }],
+    });
+    const a = att(s, 'vm-inproc', { ifName: 'veth0' });
+    const timing = {} as CallTiming;
+    const res = toCurrentResult(await withOurs.addNetworkList(l, a, { timing }));
+    assert.deepEqual(
+      timing.invocations.map((i) => [i.type, i.inProcess, i.path]),
+      [
+        ['bridge', false, join(DEBIAN_CNI, 'bridge')],
+        ['tc-redirect-tap', true, undefined],
+      ],
+    );
+    assert.ok(timing.invocations[0]!.spawnMs! > 0);
+    assert.ok(
+      res.interfaces!.some((i) => i.name === 'tap0'),
+      JSON.stringify(res),
+    );
+    assert.ok(findLink(s.nl, 'tap0'));
+    await withOurs.checkNetworkList(l, a);
+    await withOurs.delNetworkList(l, a);
+    assert.equal(findLink(s.nl, 'tap0'), undefined);
+    assert.equal(findLink(s.nl, 'veth0'), undefined);
   });
 
   it('GC deletes stale attachments found in the cache (the GC verb itself needs 1.1.0)', async () => {
