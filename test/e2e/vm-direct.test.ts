@@ -44,7 +44,7 @@ function httpGetIn(ns: string, url: string): Promise<string> {
   return nodeIn(ns, code);
 }
 
-describe('microVMs in direct mode (QEMU, fd-passed TAPs)', { skip }, () => {
+describe('microVMs in direct mode (QEMU; TAP by fd and by name)', { skip }, () => {
   let t: TestNetns;
   let stateDir: string;
   let m: NetworkManager;
@@ -85,18 +85,21 @@ describe('microVMs in direct mode (QEMU, fd-passed TAPs)', { skip }, () => {
     });
     const serverReady = new Promise((r) => upServer!.stdout!.once('data', r));
 
-    // microvm (virtio-mmio) for network a; q35 (virtio-net-pci, qboot) for network b.
-    const plan: [string, string, 'microvm' | 'q35'][] = [
-      ['vm-a0', 'a', 'microvm'],
-      ['vm-a1', 'a', 'microvm'],
-      ['vm-a2', 'a', 'microvm'],
-      ['vm-b0', 'b', 'q35'],
+    // microvm (virtio-mmio) for network a, q35 (virtio-net-pci, qboot) for network b. vm-a1 has a
+    // persistent TAP that QEMU opens by name (ifname=), started inside the manager's namespace.
+    const plan: [string, string, 'microvm' | 'q35', 'fd' | 'name'][] = [
+      ['vm-a0', 'a', 'microvm', 'fd'],
+      ['vm-a1', 'a', 'microvm', 'name'],
+      ['vm-a2', 'a', 'microvm', 'fd'],
+      ['vm-b0', 'b', 'q35', 'fd'],
     ];
-    for (const [id, network] of plan) infos.set(id, await m.ensure(id, { network, tap: 'fd' }));
+    for (const [id, network, , mode] of plan) {
+      infos.set(id, await m.ensure(id, { network, tap: mode === 'fd' ? 'fd' : 'persistent' }));
+    }
     // Boot all in parallel.
     const started = await Promise.allSettled(
-      plan.map(([id, , machine]) =>
-        QemuVm.start({ name: id, machine, network: { mode: 'fd', info: infos.get(id)! } }),
+      plan.map(([id, , machine, mode]) =>
+        QemuVm.start({ name: id, machine, network: { mode, info: infos.get(id)! } }),
       ),
     );
     started.forEach((s, i) => {
@@ -118,7 +121,7 @@ describe('microVMs in direct mode (QEMU, fd-passed TAPs)', { skip }, () => {
     rmSync(stateDir, { recursive: true, force: true });
   });
 
-  it('boots the VMs in parallel (microvm and q35); each answers HTTP from the host side with its name, MAC and IP from tapnet', async () => {
+  it('boots the VMs in parallel (microvm and q35, TAP by fd and by name); each answers HTTP from the host side with its name, MAC and IP from tapnet', async () => {
     for (const [id, v] of vms) {
       assert.ok(v.readyMs > 0 && v.readyMs < 30_000, `${id} ready in ${v.readyMs} ms`);
       assert.equal(await httpGetIn(t.name, `http://${ip(id)}/`), `200 tapnet guest ${id}`);
@@ -126,7 +129,13 @@ describe('microVMs in direct mode (QEMU, fd-passed TAPs)', { skip }, () => {
       assert.equal(mac.output.trim(), infos.get(id)!.mac);
       const addr = await v.exec('ip -4 -o addr show dev eth0');
       assert.match(addr.output, new RegExp(`inet ${ip(id).replace(/\./g, '\\.')}/24 `));
-      assert.match(v.argv.join(' '), /-netdev tap,id=net0,fd=3/);
+      const tap = infos.get(id)!.tap;
+      assert.match(
+        v.argv.join(' '),
+        id === 'vm-a1'
+          ? new RegExp(`-netdev tap,id=net0,ifname=${tap},script=no`)
+          : /-netdev tap,id=net0,fd=3/,
+      );
       assert.match(
         v.argv.join(' '),
         v.machine === 'q35' ? /virtio-net-pci,netdev=net0/ : /virtio-net-device,netdev=net0/,
