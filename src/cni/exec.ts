@@ -74,6 +74,7 @@ export function findInPath(type: string, paths: readonly string[]): string {
   });
 }
 
+/** Options of the default executor. */
 export interface ExecExecutorOptions {
   /** Where stderr of successful plugins goes (libcni: the caller's stderr). Default process.stderr. */
   stderr?: StderrSink;
@@ -100,10 +101,12 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   });
 }
 
+/** ERR_ABORTED for a plugin call whose AbortSignal fired. */
 export function abortedError(signal: AbortSignal, details: Record<string, unknown> = {}): TapnetError {
   return new TapnetError('ERR_ABORTED', 'CNI plugin call aborted', { cause: signal.reason, details });
 }
 
+/** ERR_TIMEOUT for a plugin call that outlived its time limit. */
 export function timeoutError(ms: number, details: Record<string, unknown> = {}): TapnetError {
   return new TapnetError('ERR_TIMEOUT', `CNI plugin did not finish within ${ms} ms`, {
     details: { ...details, timeoutMs: ms },

@@ -58,18 +58,21 @@ function typeError(v: unknown, where: string, goType: string): CniError {
   return decodeError(`json: cannot unmarshal ${jsonKind(v)} into Go struct field ${where} of type ${goType}`);
 }
 
+/** A Go `string` field: a JSON string, or absent. */
 export function goString(v: unknown, where: string): string | undefined {
   if (v === undefined) return undefined;
   if (typeof v !== 'string') throw typeError(v, where, 'string');
   return v;
 }
 
+/** A Go `int` field: a JSON integer, or absent. */
 export function goInt(v: unknown, where: string): number | undefined {
   if (v === undefined) return undefined;
   if (typeof v !== 'number' || !Number.isInteger(v)) throw typeError(v, where, 'int');
   return v;
 }
 
+/** A Go `[]string` field: an array of strings, or absent. */
 export function goStrings(v: unknown, where: string): string[] | undefined {
   if (v === undefined) return undefined;
   if (!Array.isArray(v)) throw typeError(v, where, '[]string');
@@ -130,6 +133,7 @@ function set<T extends object, K extends keyof T>(o: T, k: K, v: T[K] | undefine
   if (v !== undefined) o[k] = v;
 }
 
+/** Decode types.DNS (empty lists and strings left out). */
 export function decodeDns(v: unknown, where = 'DNS'): Dns {
   const f = goFields(v, ['nameservers', 'domain', 'search', 'options'], 'types.DNS');
   const d: Dns = {};
@@ -144,6 +148,7 @@ export function decodeDns(v: unknown, where = 'DNS'): Dns {
   return d;
 }
 
+/** DNS.IsEmpty(): no nameservers, domain, search or options. */
 export function isDnsEmpty(d: Dns | undefined): boolean {
   return !d || (!d.nameservers?.length && !d.domain && !d.search?.length && !d.options?.length);
 }

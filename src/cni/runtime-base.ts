@@ -40,6 +40,7 @@ import { versionAtLeast } from './version.js';
 /** Where plugins are looked for by default: the CNI convention, then Debian's package. */
 export const DEFAULT_PLUGIN_PATHS: readonly string[] = ['/opt/cni/bin', '/usr/lib/cni'];
 
+/** How a runtime finds, runs and times plugins, and where it caches results. */
 export interface CniRuntimeOptions {
   /** Directories searched for plugin executables, in order (CNI_PATH). Default DEFAULT_PLUGIN_PATHS. */
   pluginPaths?: readonly string[];
