@@ -56,6 +56,19 @@ export function validateName(name: unknown, what = 'name'): string {
   return name;
 }
 
+const NETNS_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$/;
+
+/** A network namespace name under /run/netns: 1–200 characters of `A-Z a-z 0-9 _ . -`, starting alphanumeric. */
+export function validateNetnsName(name: unknown): string {
+  if (typeof name !== 'string' || !NETNS_RE.test(name) || name.includes('..')) {
+    throw invalidArgument(
+      `namespace name ${JSON.stringify(name)} is invalid: use 1-200 characters of A-Z a-z 0-9 _ . - starting with a letter or digit`,
+      { value: name },
+    );
+  }
+  return name;
+}
+
 /** An integer in [min, max]. */
 export function validateInt(v: unknown, what: string, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {

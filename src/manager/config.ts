@@ -23,8 +23,28 @@ function safe(fn: () => unknown): boolean {
   }
 }
 
+/** CNI mode: how to run the network's conflist for each VM. */
+export const cniNetworkSchema = z
+  .object({
+    /** The conflist's `name` (found in confDir as libcni does). Default: the network's name. */
+    network: name.optional(),
+    confDir: z.string().min(1).default('/etc/cni/net.d'),
+    pluginPaths: z.array(z.string().min(1)).min(1).default(['/opt/cni/bin', '/usr/lib/cni']),
+    cacheDir: z.string().min(1).default('/var/lib/cni'),
+    /** CNI_IFNAME inside the VM's namespace. */
+    ifname: ifname.default('eth0'),
+    /** VM namespaces are /run/netns/<netnsPrefix>-<vmId>. */
+    netnsPrefix: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'must be 1-32 characters of a-z 0-9 -').default('tapnet'),
+    /** Time limit per plugin invocation. */
+    timeoutMs: z.number().int().min(100).max(600_000).default(30_000),
+  })
+  .strict();
+
 export const networkSchema = z
   .object({
+    /** direct: tapnet makes the TAP, addresses and firewall itself. cni: a per-VM namespace and a CNI conflist. */
+    mode: z.enum(['direct', 'cni']).default('direct'),
+    cni: cniNetworkSchema.optional(),
     /** bridge: TAPs are ports of a Linux bridge (L2, ≤ 1,023 VMs). routed: point-to-point TAPs, /32 routes (L3, 10,000+). */
     topology: z.enum(['bridge', 'routed']).default('bridge'),
     /** Bridge name (bridge topology) or the gateway holder's name (routed). Default: `tn-<network>` cut to 15 bytes. */
@@ -62,8 +82,13 @@ export type NetworkConfigInput = z.input<typeof networkSchema>;
 export type ManagerConfigInput = z.input<typeof managerConfigSchema>;
 
 /** A network with every derived value filled in. */
+export type CniNetworkConfig = z.output<typeof cniNetworkSchema> & { network: string };
+
 export interface ResolvedNetwork {
   name: string;
+  mode: 'direct' | 'cni';
+  /** CNI mode settings (mode 'cni'). */
+  cni?: CniNetworkConfig;
   topology: 'bridge' | 'routed';
   /** bridge topology: the bridge; routed: a port-less bridge holding the gateway addresses. */
   bridge: string;
@@ -109,9 +134,12 @@ function zodMessage(e: z.ZodError, where: string): string {
 function resolveNetwork(netName: string, raw: z.output<typeof networkSchema>, globalPrefix: string): ResolvedNetwork {
   const where = `networks.${netName}`;
   const bad = (msg: string) => new TapnetError('ERR_CONFIG', `${where}: ${msg}`, { details: { network: netName } });
-  if (!raw.subnet4 && !raw.subnet6) throw bad('needs subnet4 or subnet6');
+  if (raw.mode === 'direct' && !raw.subnet4 && !raw.subnet6) throw bad('needs subnet4 or subnet6');
+  if (raw.mode === 'direct' && raw.cni) throw bad('cni settings need mode: "cni"');
   const out: ResolvedNetwork = {
     name: netName,
+    mode: raw.mode,
+    ...(raw.mode === 'cni' ? { cni: { ...cniNetworkSchema.parse(raw.cni ?? {}), network: raw.cni?.network ?? netName } } : {}),
     topology: raw.topology,
     bridge: raw.bridge ?? `tn-${netName}`.slice(0, 15),
     bridgeMac: raw.bridgeMac ?? derivedMac(`tapnet-bridge:${netName}`),
@@ -161,7 +189,7 @@ export function resolveConfig(input: ManagerConfigInput = {}): ResolvedConfig {
   if (!networks.has(cfg.defaultNetwork)) {
     throw new TapnetError('ERR_CONFIG', `config.defaultNetwork: no network named ${cfg.defaultNetwork}`);
   }
-  const list = [...networks.values()];
+  const list = [...networks.values()].filter((n) => n.mode === 'direct');
   for (let i = 0; i < list.length; i++) {
     for (let j = i + 1; j < list.length; j++) {
       const a = list[i]!;

@@ -10,10 +10,11 @@ import { renderQemuNetArgs, vhostNetAvailable } from '../guest/qemu.js';
 import type { GuestNetConfig } from '../guest/types.js';
 import type { ResolvedNetwork } from './config.js';
 import { ROUTED_GATEWAY6 } from './network.js';
-import type { NetworkInfo, VmRecord } from './types.js';
+import type { CniRecordInfo, NetworkInfo, VmRecord } from './types.js';
 
 /** The guest's view of its addresses: network prefix for IPv4 (both topologies); /128 + fe80::1 for routed IPv6. */
 export function toNetworkInfo(r: VmRecord, net: ResolvedNetwork, netnsPath?: string): NetworkInfo {
+  if (r.mode === 'cni' && r.cni) return cniInfo(r, r.cni);
   const routed = r.topology === 'routed';
   const info: NetworkInfo = {
     vmId: r.vmId,
@@ -39,6 +40,29 @@ export function toNetworkInfo(r: VmRecord, net: ResolvedNetwork, netnsPath?: str
   }
   if (!routed) info.bridge = net.bridge;
   if (netnsPath) info.netns = netnsPath;
+  return info;
+}
+
+function cniInfo(r: VmRecord, c: CniRecordInfo): NetworkInfo {
+  const info: NetworkInfo = {
+    vmId: r.vmId,
+    network: r.network,
+    mode: 'cni',
+    topology: 'bridge',
+    tap: r.tap,
+    mac: r.mac,
+    dns: c.dns,
+    mtu: c.mtu,
+    queues: r.queues,
+    vnetHdr: r.vnetHdr,
+    tapMode: r.tapMode,
+    createdAt: r.createdAt,
+  };
+  if (c.ipv4) info.ipv4 = c.ipv4;
+  if (c.gateway4) info.gateway4 = c.gateway4;
+  if (c.ipv6) info.ipv6 = c.ipv6;
+  if (c.gateway6) info.gateway6 = c.gateway6;
+  if (r.netns) info.netns = r.netns;
   return info;
 }
 

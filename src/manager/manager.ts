@@ -15,6 +15,7 @@ import { Ipam, type PoolRequest } from '../ipam/ipam.js';
 import type { PoolSpec } from '../ipam/layout.js';
 import { validateUnicastMac } from '../ip.js';
 import { findLink } from '../net/link.js';
+import { existsSync } from 'node:fs';
 import { type Netns, openNetns } from '../net/netns.js';
 import { closeTapFds, createTap, openTap } from '../net/tap.js';
 import { NetlinkSocket } from '../netlink/socket.js';
@@ -28,6 +29,7 @@ import { guestMac, scratchGroup, tapAlias, tapName } from './names.js';
 import { attachRouted, ensureNetworkKernel, unknownNetwork } from './network.js';
 import { LinkReaper } from './reaper.js';
 import { reconcile } from './reconcile.js';
+import { CniModes, cniAdd, cniDel } from './cni-mode.js';
 import type { EnsureOptions, ManagerMetrics, NetworkInfo, ReconcileReport, VmRecord } from './types.js';
 
 export const VM_RECORD_SCHEMA: RecordSchema<VmRecord> = {
@@ -80,6 +82,8 @@ export class NetworkManager {
     repairs: 0,
   };
   private closed = false;
+  /** CNI runtimes for networks in CNI mode. */
+  readonly cni = new CniModes();
 
   private constructor(
     readonly config: ResolvedConfig,
@@ -158,6 +162,7 @@ export class NetworkManager {
 
   /** Make a network's bridge, addresses, sysctls and firewall base exist (once per process, or forced). */
   ensureNetwork(net: ResolvedNetwork, force = false): number {
+    if (net.mode === 'cni') return 0; // the conflist's plugins own the host side
     if (!force && this.networkReady.has(net.name)) return this.bridgeIndex.get(net.name)!;
     const index = ensureNetworkKernel(this.nl, this.ns, net);
     this.firewall.ensureNetwork(this.firewallNetwork(net), { force });
@@ -204,7 +209,10 @@ export class NetworkManager {
         return info;
       }
       if (existing) await this.finishRelease(existing); // a crashed release: finish it first
-      const info = await this.create(vmId, net, { ...opts, mac, queues, tap: tapMode });
+      const info =
+        net.mode === 'cni'
+          ? await this.createCni(vmId, net, { ...opts, tap: tapMode })
+          : await this.create(vmId, net, { ...opts, mac, queues, tap: tapMode });
       this.counters.ensures.ok++;
       this.counters.lastEnsureMs = performance.now() - t0;
       if (channels.ensure.hasSubscribers) {
@@ -225,6 +233,16 @@ export class NetworkManager {
   /** Existing VM: verify its TAP (re-create a vanished persistent one), hand out fds when asked. */
   private async adoptExisting(r: VmRecord, opts: EnsureOptions): Promise<NetworkInfo> {
     const net = this.network(r.network);
+    if (r.mode === 'cni') {
+      if (!r.netns || !existsSync(r.netns) || !this.cniTapExists(r)) {
+        // Its namespace or TAP is gone: start over cleanly.
+        await this.finishRelease(r);
+        return this.createCni(r.vmId, net, { ...opts, tap: opts.tap ?? r.tapMode });
+      }
+      const info = toNetworkInfo(r, net);
+      if (opts.tap === 'fd') info.tapFds = this.openCniTap(r);
+      return info;
+    }
     const info = toNetworkInfo(r, net, this.ns?.path);
     const link = findLink(this.nl, r.tap);
     if (!link) {
@@ -279,6 +297,65 @@ export class NetworkManager {
       }
     }
     return tap.fds;
+  }
+
+  /** CNI mode: namespace + conflist ADD, then the record (DEL + namespace removal if the record fails). */
+  private async createCni(vmId: string, net: ResolvedNetwork, o: EnsureOptions & { tap: 'persistent' | 'fd' }): Promise<NetworkInfo> {
+    if (o.ipv4 || o.ipv6 || o.mac) {
+      throw new TapnetError('ERR_INVALID_ARGUMENT', `network ${net.name} is in CNI mode: addresses and MACs come from its conflist`);
+    }
+    const fields = await cniAdd(this.cni, net, vmId, o.signal);
+    const record: VmRecord = {
+      vmId,
+      version: VM_RECORD_SCHEMA.version,
+      generation: 0,
+      state: 'ready',
+      network: net.name,
+      topology: 'bridge',
+      tapMode: o.tap,
+      queues: 1,
+      vnetHdr: true,
+      createdAt: new Date().toISOString(),
+      ...fields,
+    };
+    let stored: VmRecord;
+    try {
+      stored = await this.store.records.put(record, { expectedGeneration: 0 });
+    } catch (e) {
+      await cniDel(this.cni, net, vmId).catch(() => undefined);
+      throw e;
+    }
+    const info = toNetworkInfo(stored, net);
+    if (o.tap === 'fd') info.tapFds = this.openCniTap(stored);
+    this.counters.activeVms++;
+    return info;
+  }
+
+  private openCniTap(r: VmRecord): number[] {
+    const ns = openNetns(r.netns!);
+    try {
+      return openTap(r.tap, { nsFd: ns.fd, vnetHdr: r.vnetHdr }).fds;
+    } finally {
+      ns.close();
+    }
+  }
+
+  private cniTapExists(r: VmRecord): boolean {
+    try {
+      const ns = openNetns(r.netns!);
+      try {
+        const nl = NetlinkSocket.open({ nsFd: ns.fd });
+        try {
+          return findLink(nl, r.tap) !== undefined;
+        } finally {
+          nl.close();
+        }
+      } finally {
+        ns.close();
+      }
+    } catch {
+      return false;
+    }
   }
 
   private async create(
@@ -421,6 +498,14 @@ export class NetworkManager {
       }
     };
     const net = this.config.networks.get(rec.network);
+    if (rec.mode === 'cni') {
+      if (net?.mode === 'cni') await attempt('CNI DEL', () => cniDel(this.cni, net, rec.vmId));
+      else failures.push(new TapnetError('ERR_CONFIG', `network ${rec.network} of VM ${rec.vmId} is no longer configured for CNI`));
+      if (failures.length) throw teardownError(`release ${rec.vmId}`, failures);
+      await this.store.records.delete(rec.vmId);
+      this.counters.activeVms = Math.max(0, this.counters.activeVms - 1);
+      return;
+    }
     await attempt('remove firewall elements', () => this.firewall.removeVm(this.firewallVm(rec)));
     await attempt('delete TAP', () => this.reaper.delete(rec.tap));
     if (net) {
@@ -459,7 +544,7 @@ export class NetworkManager {
     const report = await reconcile(this, opts);
     this.counters.reconciles++;
     this.counters.repairs +=
-      report.orphanTaps.length + report.incompleteRecords.length + report.recreatedTaps.length + report.orphanLeases.length + report.orphanFirewallElements.length;
+      report.orphanTaps.length + report.orphanNetns.length + report.incompleteRecords.length + report.recreatedTaps.length + report.orphanLeases.length + report.orphanFirewallElements.length;
     this.counters.activeVms = (await this.store.records.list()).records.length;
     if (channels.reconcile.hasSubscribers) {
       const { orphanTaps, incompleteRecords, recreatedTaps, orphanLeases, orphanFirewallElements } = report;

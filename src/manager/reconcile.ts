@@ -15,7 +15,9 @@
 import { type TapnetError, toTapnetError } from '../errors.js';
 import type { FirewallPort } from '../firewall/types.js';
 import { releaseOrphans } from '../ipam/reconcile.js';
+import { existsSync } from 'node:fs';
 import { listLinks } from '../net/link.js';
+import { cniDel, vmNetnsIds, vmNetnsName } from './cni-mode.js';
 import type { NetworkManager } from './manager.js';
 import { isTapnetTapName } from './names.js';
 import type { ReconcileReport, VmRecord } from './types.js';
@@ -29,6 +31,7 @@ export async function reconcile(m: NetworkManager, opts: { signal?: AbortSignal 
     recreatedTaps: [],
     orphanLeases: [],
     orphanFirewallElements: [],
+    orphanNetns: [],
     corruptRecords: [],
     errors: [],
   };
@@ -59,6 +62,14 @@ export async function reconcile(m: NetworkManager, opts: { signal?: AbortSignal 
       if (r.state !== 'ready' || !m.config.networks.has(r.network)) {
         await m.finishRelease(r);
         report.incompleteRecords.push(r.vmId);
+        continue;
+      }
+      if (r.mode === 'cni') {
+        if (!r.netns || !existsSync(r.netns)) {
+          // The VM's namespace vanished: DEL still cleans the plugins' host side (leases, bridge ports).
+          await m.finishRelease(r);
+          report.incompleteRecords.push(r.vmId);
+        }
         continue;
       }
       if (!linkByName.has(r.tap) && !listLinks(m.nl, { kind: 'tun' }).some((l) => l.name === r.tap)) {
@@ -130,8 +141,27 @@ export async function reconcile(m: NetworkManager, opts: { signal?: AbortSignal 
     }
   }
 
-  // 4. Firewall elements of live VMs (idempotent: re-adding what exists changes nothing).
-  const ready = live.filter((r) => r.state === 'ready' && m.config.networks.has(r.network));
+  // 4. CNI mode: VM namespaces nobody owns (a crash between creating the namespace and the record).
+  const liveIds = new Set(live.map((r) => r.vmId));
+  for (const net of m.config.networks.values()) {
+    if (net.mode !== 'cni' || !net.cni) continue;
+    for (const vmId of vmNetnsIds(net.cni)) {
+      if (liveIds.has(vmId)) continue;
+      const lock = await m.lockVm(vmId, opts.signal);
+      try {
+        if (await m.store.records.get(vmId)) continue;
+        await cniDel(m.cni, net, vmId);
+        report.orphanNetns.push(vmNetnsName(net.cni, vmId));
+      } catch (e) {
+        fail(`orphan namespace of ${vmId}`, e);
+      } finally {
+        lock.release();
+      }
+    }
+  }
+
+  // 5. Firewall elements of live VMs (idempotent: re-adding what exists changes nothing).
+  const ready = live.filter((r) => r.state === 'ready' && r.mode !== 'cni' && m.config.networks.has(r.network));
   if (ready.length) {
     try {
       m.firewall.addVms(ready.map((r) => m.firewallVm(r)));
@@ -140,7 +170,7 @@ export async function reconcile(m: NetworkManager, opts: { signal?: AbortSignal 
     }
   }
 
-  // 5. Orphan leases.
+  // 6. Orphan leases.
   try {
     const leases = await releaseOrphans({
       leases: m.store.leases,

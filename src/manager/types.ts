@@ -37,7 +37,8 @@ export interface EnsureOptions {
 export interface NetworkInfo {
   vmId: string;
   network: string;
-  mode: 'direct';
+  /** direct: tapnet's own TAP/IPAM/firewall; cni: a per-VM namespace set up by a CNI conflist. */
+  mode: 'direct' | 'cni';
   topology: 'bridge' | 'routed';
   /** Host TAP device name. */
   tap: string;
@@ -54,7 +55,7 @@ export interface NetworkInfo {
   mtu: number;
   /** The bridge the TAP is a port of (bridge topology). */
   bridge?: string;
-  /** The namespace the TAP lives in (a path), when not the manager's own. */
+  /** The namespace the TAP lives in (a path): CNI mode's per-VM namespace, or the manager's when not its own. */
   netns?: string;
   queues: number;
   vnetHdr: boolean;
@@ -62,8 +63,28 @@ export interface NetworkInfo {
   createdAt: string;
 }
 
-/** The durable record of one VM's network (one pretty JSON file in the state dir). */
+/** What a CNI-mode record keeps of the ADD result (NetworkInfo fields that do not derive from config). */
+export interface CniRecordInfo {
+  /** The conflist's name. */
+  network: string;
+  /** CNI_IFNAME (the veth in the VM's namespace whose traffic the TAP takes over). */
+  ifname: string;
+  ipv4?: string;
+  gateway4?: string;
+  ipv6?: string;
+  gateway6?: string;
+  dns: string[];
+  mtu: number;
+}
+
+/** The durable record of one VM's network. */
 export interface VmRecord extends StoredRecord {
+  /** Absent in records written before CNI mode existed: 'direct'. */
+  mode?: 'direct' | 'cni';
+  /** CNI mode: the VM's namespace (path). */
+  netns?: string;
+  /** CNI mode: what ADD returned. */
+  cni?: CniRecordInfo;
   network: string;
   topology: 'bridge' | 'routed';
   tap: string;
@@ -90,6 +111,8 @@ export interface ReconcileReport {
   orphanLeases: string[];
   /** Firewall elements without a VM: removed. */
   orphanFirewallElements: string[];
+  /** CNI mode: VM namespaces without a record: DEL run, namespace removed. */
+  orphanNetns: string[];
   /** Records that could not be read (quarantined). */
   corruptRecords: string[];
   /** Problems reconcile could not repair. */

@@ -23,7 +23,7 @@ import {
   unshare,
 } from '../sys/libc.js';
 import { SELF_NETNS, withNetns } from '../sys/ns.js';
-import { validateName } from '../validate.js';
+import { validateNetnsName } from '../validate.js';
 
 /** Where iproute2 keeps named namespaces. */
 export const NETNS_RUN_DIR = '/run/netns';
@@ -54,7 +54,7 @@ export class Netns {
 
 /** The path of a named namespace (validated name). */
 export function netnsPath(name: string, runDir = NETNS_RUN_DIR): string {
-  return join(runDir, validateName(name, 'namespace name'));
+  return join(runDir, validateNetnsName(name));
 }
 
 function isMountPoint(path: string): boolean {
