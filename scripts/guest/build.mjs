@@ -22,6 +22,7 @@ import {
 } from 'node:fs';
 import { dirname, join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { gunzipSync } from 'node:zlib';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -197,6 +198,19 @@ function findFiles(dir, pred, out = []) {
   return out;
 }
 
+/**
+ * A module's ELF bytes. Debian 12 ships plain .ko files; later kernels compress them (busybox insmod wants
+ * them plain): gzip through node's zlib, xz and zstd through Debian's xz-utils / zstd when installed.
+ */
+function readModule(path) {
+  if (path.endsWith('.ko')) return readFileSync(path);
+  if (path.endsWith('.gz')) return gunzipSync(readFileSync(path));
+  const tool = path.endsWith('.xz') ? 'xz' : 'zstd';
+  const r = spawnSync(tool, ['-dc', path], { maxBuffer: 256 << 20 });
+  if (r.status !== 0) fail(`cannot decompress ${path}: install ${tool === 'xz' ? 'xz-utils' : 'zstd'}`);
+  return r.stdout;
+}
+
 /** The modules the guest needs, dependencies first: [{ name, data }]. */
 function resolveModules(modRoot) {
   const all = new Map();
@@ -211,8 +225,7 @@ function resolveModules(modRoot) {
     if (chain.includes(name)) fail(`module dependency cycle: ${[...chain, name].join(' → ')}`);
     const path = all.get(name);
     if (!path) fail(`module ${name} is not in the kernel package (built in? renamed?)`);
-    if (!path.endsWith('.ko')) fail(`module ${path} is compressed; busybox insmod needs plain .ko files`);
-    const data = readFileSync(path);
+    const data = readModule(path);
     const dep = modinfo(data).find((k) => k.startsWith('depends='));
     for (const d of (dep?.slice(8) ?? '').split(',').filter(Boolean))
       visit(d.replace(/-/g, '_'), [...chain, name]);
@@ -288,7 +301,7 @@ function writeAtomic(path, data) {
 function main() {
   const manifestPath = join(OUT, 'manifest.json');
   const old = existsSync(manifestPath) ? JSON.parse(readFileSync(manifestPath, 'utf8')) : undefined;
-  const kernel = kernelPackage();
+  let kernel = kernelPackage();
   if (!kernel) {
     if (old && existsSync(join(OUT, old.kernel)) && existsSync(join(OUT, old.initrd))) {
       log(
@@ -302,15 +315,14 @@ function main() {
   const iperf = iperfFiles();
   const hostFiles = [BUSYBOX, ...(iperf ?? [])];
   const initScript = readFileSync(join(here, 'init.sh'));
-  const key = sha256(
-    JSON.stringify({
-      kernel,
-      roots: ROOT_MODULES,
-      files: hostFiles.map((f) => [f, sha256(readFileSync(f))]),
-    }),
-    initScript,
-    readFileSync(fileURLToPath(import.meta.url)),
-  );
+  const fileHashes = hostFiles.map((f) => [f, sha256(readFileSync(f))]);
+  const inputsKey = (k) =>
+    sha256(
+      JSON.stringify({ kernel: k, roots: ROOT_MODULES, files: fileHashes }),
+      initScript,
+      readFileSync(fileURLToPath(import.meta.url)),
+    );
+  let key = inputsKey(kernel);
   if (!FORCE && old?.key === key && existsSync(join(OUT, old.kernel)) && existsSync(join(OUT, old.initrd))) {
     if (args.includes('--print')) process.stdout.write(`${JSON.stringify(old, null, 2)}\n`);
     log(`up to date (${kernel.name} ${kernel.version}${old.iperf3 ? ', iperf3' : ''})`);
@@ -322,16 +334,20 @@ function main() {
   rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
   try {
-    log(`downloading ${kernel.name} ${kernel.version}`);
-    const dl = run(
-      'apt-get',
-      ['download', '-q', '-o', 'APT::Sandbox::User=root', `${kernel.name}=${kernel.version}`],
-      {
-        cwd: work,
-        stdio: ['ignore', 'ignore', 'inherit'],
-      },
-    );
-    if (dl.status !== 0) fail(`apt-get download ${kernel.name}=${kernel.version} failed`);
+    const download = (k) => {
+      log(`downloading ${k.name} ${k.version}`);
+      const argv = ['download', '-q', '-o', 'APT::Sandbox::User=root', `${k.name}=${k.version}`];
+      return run('apt-get', argv, { cwd: work, stdio: ['ignore', 'ignore', 'inherit'] }).status === 0;
+    };
+    if (!download(kernel)) {
+      // Stale apt lists name a version the archive no longer has: refresh once and ask again.
+      if (process.getuid?.() !== 0) fail(`apt-get download ${kernel.name}=${kernel.version} failed`);
+      log('download failed: apt-get update and retry');
+      run('apt-get', ['update', '-qq'], { stdio: 'inherit' });
+      kernel = kernelPackage() ?? fail(`apt knows no ${KERNEL_META}`);
+      key = inputsKey(kernel);
+      if (!download(kernel)) fail(`apt-get download ${kernel.name}=${kernel.version} failed`);
+    }
     const deb = readdirSync(work).find((f) => f.endsWith('.deb'));
     if (!deb) fail('apt-get download produced no .deb');
     const x = join(work, 'x');
