@@ -36,7 +36,8 @@ export class Progress {
     const bar = `${'#'.repeat(filled)}${'-'.repeat(width - filled)}`;
     const fail = this.failed ? ` ${this.failed} failed` : '';
     const line = `${this.label} [${bar}] ${this.done}/${this.total}${fail} ${item}`;
-    this.stream.write(`\r\x1b[K${line.slice(0, (this.stream.columns ?? 100) - 1)}`);
+    const cols = this.stream.columns && this.stream.columns > 20 ? this.stream.columns : 100;
+    this.stream.write(`\r\x1b[K${line.slice(0, cols - 1)}`);
   }
 
   /** Clear the bar. */

@@ -45,6 +45,9 @@ export function statsTable(list: VmStats[]): string {
   );
 }
 
+/** orphanNetns exists once CNI mode does; reports from older daemons lack it. */
+const cniNetns = (r: ReconcileReport): string[] => (r as { orphanNetns?: string[] }).orphanNetns ?? [];
+
 export function reconcileTable(r: ReconcileReport): string {
   const n = (a: unknown[]) => String(a.length);
   return table(
@@ -55,6 +58,7 @@ export function reconcileTable(r: ReconcileReport): string {
       ['vanished TAPs re-created', n(r.recreatedTaps), r.recreatedTaps.join(' ')],
       ['orphan leases freed', n(r.orphanLeases), r.orphanLeases.join(' ')],
       ['orphan firewall elements removed', n(r.orphanFirewallElements), r.orphanFirewallElements.join(' ')],
+      ['orphan VM namespaces removed (CNI)', n(cniNetns(r)), cniNetns(r).join(' ')],
       ['corrupt records quarantined', n(r.corruptRecords), r.corruptRecords.join(' ')],
     ],
   );

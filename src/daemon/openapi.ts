@@ -119,6 +119,7 @@ const SCHEMAS: Record<string, Json> = {
       recreatedTaps: arr(str()),
       orphanLeases: arr(str()),
       orphanFirewallElements: arr(str()),
+      orphanNetns: arr(str('CNI mode: VM namespaces without a record, removed')),
       corruptRecords: arr(str()),
       errors: arr(obj({ code: str(), message: str() }, ['code', 'message'])),
     },

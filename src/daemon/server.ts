@@ -8,6 +8,7 @@
  */
 import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { dirname } from 'node:path';
 import { describeConfig, type LoadedConfig, readApiToken, reloadConfig } from '../config/load.js';
 import { managerPart, parseHostPort } from '../config/schema.js';
@@ -351,16 +352,17 @@ export class Daemon {
     }
   }
 
-  private async closeServers(): Promise<void> {
-    await Promise.all(
+  /**
+   * Stop accepting connections; resolves when every connection is closed. Connections already accepted
+   * stay open — http.Server.close() would also close those whose request is not parsed yet, and their
+   * clients would see a reset instead of a 503 — until closeAllConnections() after the drain.
+   */
+  private closeServers(): Promise<void> {
+    return Promise.all(
       this.servers.map(
-        (s) =>
-          new Promise<void>((resolve) => {
-            s.close(() => resolve());
-            s.closeIdleConnections();
-          }),
+        (s) => new Promise<void>((resolve) => net.Server.prototype.close.call(s, () => resolve())),
       ),
-    );
+    ).then(() => undefined);
   }
 
   /**
@@ -373,7 +375,6 @@ export class Daemon {
     this.state = 'draining';
     sdNotify('STOPPING=1');
     this.logger.info({ op: 'shutdown', reason, inFlight: this.calls }, 'shutting down');
-    for (const [sig, f] of this.signalHandlers.splice(0)) process.off(sig, f);
     this.openGate(); // waiting callers see 'draining' and get 503
     const closing = this.closeServers();
     const drained = await this.idle(this.loaded.config.daemon.shutdownTimeoutMs, true);
@@ -397,6 +398,8 @@ export class Daemon {
     try {
       if (existsSync(this.socket) && lstatSync(this.socket).isSocket()) unlinkSync(this.socket);
     } catch {}
+    // Until here a repeated SIGTERM is absorbed (shutdown is idempotent) instead of killing us mid-drain.
+    for (const [sig, f] of this.signalHandlers.splice(0)) process.off(sig, f);
     this.state = 'closed';
     this.logger.info({ op: 'shutdown', outcome: 'ok' }, 'stopped');
     this.logger.flush?.();

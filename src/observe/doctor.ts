@@ -28,7 +28,7 @@ import {
   type HostPaths,
   probeDns,
 } from './doctor-host.js';
-import { isLeftover, verify } from './verify.js';
+import { directNetworks, isLeftover, verify } from './verify.js';
 
 export type { CheckStatus, DoctorCheck };
 
@@ -295,15 +295,24 @@ function daemonCheck(d: DoctorOptions['daemon']): DoctorCheck | undefined {
 export async function runDoctor(opts: DoctorOptions): Promise<DoctorReport> {
   const paths = opts.paths ?? HOST_PATHS;
   const cfg = opts.loaded.resolved;
-  const nets = [...cfg.networks.values()];
+  const nets = directNetworks(cfg.networks.values());
   const checks: DoctorCheck[] = [
     checkPrivileges(paths),
     ...checkModules(cfg.firewall === 'nftables', paths),
     checkTun(paths),
     checkKvm(paths),
   ];
-  const mode = (opts.loaded.config as { mode?: string }).mode;
-  checks.push(...checkCni(mode === 'cni', opts.cniBinDirs, opts.cniConfDir));
+  // CNI mode: the plugin and conf directories of the first CNI network (or the usual places).
+  const cniNet = [...cfg.networks.values()].find((n) => (n as { mode?: string }).mode === 'cni') as
+    | { cni?: { confDir?: string; pluginPaths?: string[] } }
+    | undefined;
+  checks.push(
+    ...checkCni(
+      cniNet !== undefined,
+      cniNet?.cni?.pluginPaths ?? opts.cniBinDirs,
+      cniNet?.cni?.confDir ?? opts.cniConfDir,
+    ),
+  );
   checks.push(stateDirCheck(cfg.stateDir));
   let k: Kernel | undefined;
   try {

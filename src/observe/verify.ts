@@ -58,8 +58,13 @@ export function isLeftover(p: VerifyProblem): boolean {
   return LEFTOVERS.includes(p.kind);
 }
 
+/** Networks tapnet builds itself (CNI-mode networks are the conflist's business). */
+export function directNetworks<N extends { mode?: string }>(nets: Iterable<N>): N[] {
+  return [...nets].filter((n) => (n.mode ?? 'direct') === 'direct');
+}
+
 function checkNetworks(m: NetworkManager, problems: VerifyProblem[]): void {
-  for (const net of m.config.networks.values()) {
+  for (const net of directNetworks(m.config.networks.values())) {
     const br = findLink(m.nl, net.bridge);
     const bad = (message: string) => problems.push({ kind: 'network', object: net.name, message, fix: GC });
     if (!br) {
@@ -72,7 +77,7 @@ function checkNetworks(m: NetworkManager, problems: VerifyProblem[]): void {
       if (gw && !addrs.has(gw)) bad(`bridge ${net.bridge} lacks the gateway address ${gw}`);
   }
   try {
-    const st = m.firewall.status([...m.config.networks.values()].map((n) => m.firewallNetwork(n)));
+    const st = m.firewall.status(directNetworks(m.config.networks.values()).map((n) => m.firewallNetwork(n)));
     for (const p of st.problems)
       problems.push({ kind: 'firewall', object: m.firewall.kind, message: p, fix: GC });
     for (const n of st.networks) {
@@ -188,6 +193,8 @@ export async function verify(m: NetworkManager): Promise<VerifyReport> {
       continue;
     }
     ready++;
+    // CNI-mode VMs live in their own namespaces, set up by their conflist: reconcile checks them with CHECK.
+    if (((r as { mode?: string }).mode ?? 'direct') !== 'direct') continue;
     checkVm(m, r, linkByName.get(r.tap), portByTap.get(r.tap), problems);
     for (const a of [r.ipv4, r.ipv6]) {
       if (a && leaseOwner.get(`${r.network}|${a}`) !== r.vmId) {

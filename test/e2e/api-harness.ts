@@ -4,7 +4,7 @@
  * test/e2e/cli*.test.ts.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -78,6 +78,8 @@ export interface DaemonHarness {
   call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Reply>;
   /** Send `signal` and wait for the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Wait for the exit code (without sending anything). */
+  exited: Promise<number | null>;
   /** Remove the temp dir (after stop). */
   cleanup(): void;
 }
@@ -102,17 +104,15 @@ export async function startDaemon(t: TestNetns, setup: DaemonSetup): Promise<Dae
     configFile,
     JSON.stringify({ netns: t.ns.path, stateDir, ...rest, api: { socket, ...(api ?? {}) } }, null, 2),
   );
+  // Logs go to a file, not a pipe: a test blocked in spawnSync must not block the daemon's writes.
+  const logFile = join(dir, 'daemon.log');
+  const logFd = openSync(logFile, 'a');
   const proc = spawn(process.execPath, [CLI, '--config', configFile, 'serve', ...(setup.args ?? [])], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', logFd, logFd],
     env: { ...process.env, ...(setup.env ?? {}) },
   });
-  let log = '';
-  proc.stdout!.on('data', (d) => {
-    log += d;
-  });
-  proc.stderr!.on('data', (d) => {
-    log += d;
-  });
+  closeSync(logFd);
+  const log = () => readFileSync(logFile, 'utf8');
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
   const h: DaemonHarness = {
     dir,
@@ -120,7 +120,8 @@ export async function startDaemon(t: TestNetns, setup: DaemonSetup): Promise<Dae
     configFile,
     stateDir,
     proc,
-    logs: () => log,
+    logs: log,
+    exited,
     call: (method, path, body, headers) => request(socket, method, path, body, headers),
     async stop(signal = 'SIGTERM') {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
@@ -132,13 +133,13 @@ export async function startDaemon(t: TestNetns, setup: DaemonSetup): Promise<Dae
   };
   const deadline = Date.now() + 15_000;
   for (;;) {
-    if (proc.exitCode !== null) throw new Error(`tapnet serve exited with ${proc.exitCode}: ${log}`);
+    if (proc.exitCode !== null) throw new Error(`tapnet serve exited with ${proc.exitCode}: ${log()}`);
     try {
       if ((await h.call('GET', '/readyz')).status === 200) return h;
     } catch {}
     if (Date.now() > deadline) {
       await h.stop('SIGKILL');
-      throw new Error(`tapnet serve did not become ready: ${log}`);
+      throw new Error(`tapnet serve did not become ready: ${log()}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }

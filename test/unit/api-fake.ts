@@ -104,6 +104,7 @@ export class FakeApi implements TapnetApi {
   async gc(): Promise<ReconcileReport> {
     this.calls.push('gc');
     return {
+      orphanNetns: [],
       orphanTaps: ['tnorphan'],
       incompleteRecords: [],
       recreatedTaps: [],
@@ -111,7 +112,7 @@ export class FakeApi implements TapnetApi {
       orphanFirewallElements: [],
       corruptRecords: [],
       errors: [],
-    };
+    } as ReconcileReport;
   }
 
   async verify(): Promise<VerifyReport> {
