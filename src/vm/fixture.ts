@@ -28,18 +28,22 @@ export interface GuestFixture {
   key: string;
 }
 
-/** The repository root, from this module's place in dist/src/vm/ (or src/vm/ when run from source). */
-function repoRoot(): string {
-  const here = dirname(fileURLToPath(import.meta.url));
-  const up = here.split('/').includes('dist') ? '../../..' : '../..';
-  return resolve(here, up);
+/** The package root: the nearest directory above this module (dist/src/vm/ or src/vm/) with a package.json. */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) return process.cwd();
+    dir = up;
+  }
 }
 
-/** Where the fixture lives: $TAPNET_GUEST_DIR, else `<repo>/.cache/guest`. */
+/** Where the fixture lives: $TAPNET_GUEST_DIR, else `<package root>/.cache/guest`. */
 export function defaultGuestDir(): string {
   const env = process.env.TAPNET_GUEST_DIR;
   if (env) return isAbsolute(env) ? env : resolve(env);
-  return join(repoRoot(), '.cache', 'guest');
+  return join(packageRoot(), '.cache', 'guest');
 }
 
 /** The command that builds the fixture, for error messages. */

@@ -31,10 +31,14 @@ import { type GuestExecResult, SerialConsole } from './serial.js';
 
 /** How the VM gets its network. */
 export type QemuNetwork =
-  /** Direct mode, TAP fds from `ensure(vmId, { tap: 'fd' })` (info.tapFds) passed as fds 3, 4, …. */
+  /**
+   * Direct mode, TAP fds from `ensure(vmId, { tap: 'fd' })` (info.tapFds) passed as fds 3, 4, …. The launcher
+   * closes them once QEMU has exited (and deletes info.tapFds) unless `closeFds` is false.
+   */
   | {
       mode: 'fd';
-      info: NetworkInfo /** Close info.tapFds once QEMU has exited (default true). */;
+      info: NetworkInfo;
+      /** Close info.tapFds once QEMU has exited (default true). */
       closeFds?: boolean;
     }
   /** A persistent TAP from `ensure(vmId)`, opened by name inside info.netns (the manager's namespace). */
@@ -189,6 +193,8 @@ export class QemuVm {
             );
         serial.close(why);
         const close = net.closeFds.length ? closeTapFds(net.closeFds) : Promise.resolve();
+        // Those fds are closed now: make sure nobody closes the numbers again (they may be reused).
+        if (net.closeFds.length && o.network?.mode === 'fd') delete o.network.info.tapFds;
         void close.then(() => {
           if (vm) vm.exit = { code, signal };
           resolve({ code, signal });
