@@ -180,18 +180,17 @@ export class PendingCacheEntry {
     return this.ready;
   }
 
-  /** Remove the temp file: the ADD failed. */
-  discard(): void {
+  /** Remove the temp file (the ADD failed); resolves once it is gone, so nothing outlives the call. */
+  async discard(): Promise<void> {
     if (this.taken) return;
     this.taken = true;
-    void this.ready.then((r) => {
-      if (!r) return;
-      closeQuietly(r.fd);
-      try {
-        unlinkSync(r.tmp);
-      } catch {
-        // gone
-      }
-    });
+    const r = await this.ready;
+    if (!r) return;
+    closeQuietly(r.fd);
+    try {
+      unlinkSync(r.tmp);
+    } catch {
+      // gone
+    }
   }
 }

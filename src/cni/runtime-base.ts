@@ -236,7 +236,7 @@ export class CniRuntimeBase {
         try {
           result = await this.invoke(ctx, 'ADD', list.name, list.cniVersion, net, result, rt);
         } catch (e) {
-          entry.discard();
+          await entry.discard();
           throw pluginFailed(e, net.network, 'add');
         }
       }
@@ -333,7 +333,7 @@ export class CniRuntimeBase {
       try {
         result = await this.invoke(ctx, 'ADD', net.network.name, net.network.cniVersion, net, undefined, rt);
       } catch (e) {
-        entry.discard();
+        await entry.discard();
         throw e;
       }
       await this.cache.commit(entry, result, net.bytes, net.network.name, rt);

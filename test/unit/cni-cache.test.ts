@@ -50,8 +50,7 @@ describe('cni result cache (cniCacheV1)', () => {
     await cache.commit(pending, createResultFromJSON(PLUGIN_OUTPUT), Buffer.from(GOLD_CONFIG), 'gold', rt);
     assert.equal(readFileSync(join(root, 'p', 'results', 'gold-ctr-9-net1'), 'utf8'), GO_CACHE_FILE);
     const other = cache.prepare('gold', { containerId: 'x', ifName: 'eth0' });
-    other.discard();
-    await new Promise((r) => setTimeout(r, 50));
+    await other.discard();
     assert.deepEqual(readdirSync(join(root, 'p', 'results')), ['gold-ctr-9-net1']);
     // a cache directory that cannot be made: the commit reports it (code 5)
     writeFileSync(join(root, 'blocker'), '');
