@@ -138,9 +138,11 @@ export type DecodedLine =
 
 // ---- CRC-32 (zlib.crc32 where Node has it, ≥ 20.15; the same polynomial in JS otherwise) ----
 
+type Crc = (data: string | Uint8Array, value?: number) => number;
+
 let table: Int32Array | undefined;
 
-function crc32js(s: string): number {
+function crc32js(data: string | Uint8Array, value = 0): number {
   if (!table) {
     table = new Int32Array(256);
     for (let n = 0; n < 256; n++) {
@@ -149,26 +151,65 @@ function crc32js(s: string): number {
       table[n] = c;
     }
   }
-  let crc = -1;
-  for (const b of Buffer.from(s, 'utf8')) crc = table[(crc ^ b) & 0xff]! ^ (crc >>> 8);
-  return (crc ^ -1) >>> 0;
+  const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+  let crc = ~value;
+  for (let i = 0; i < bytes.length; i++) crc = table[(crc ^ bytes[i]!) & 0xff]! ^ (crc >>> 8);
+  return ~crc >>> 0;
 }
 
-const crc32: (s: string) => number =
-  (zlib as unknown as { crc32?: (s: string) => number }).crc32 ?? ((s: string) => crc32js(s));
+const crc32: Crc = (zlib as unknown as { crc32?: Crc }).crc32 ?? crc32js;
+const hex8 = (n: number): string => n.toString(16).padStart(8, '0');
 
 /** CRC-32 (IEEE) of the UTF-8 bytes of `s`, as 8 lowercase hex digits. */
 export function checksum(s: string): string {
-  return crc32(s).toString(16).padStart(8, '0');
+  return hex8(crc32(s));
 }
 
 /** Length of `,"ck":"xxxxxxxx"}`, the tail every line ends with. */
 const CK_TAIL = 17;
-const CK_RE = /,"ck":"([0-9a-f]{8})"\}$/;
+const CK_OPEN = Buffer.from(',"ck":"');
+const CLOSE = Buffer.from('}');
 
 /** Turn a JSON object text (`{…}`) into a journal line with its checksum (and the newline). */
 function seal(body: string): string {
   return `${body.slice(0, -1)},"ck":"${checksum(body)}"}\n`;
+}
+
+/**
+ * Where the checksummed part of the line in `buf[start, end)` ends (the `,"ck":` tail starts), or -1
+ * when the line does not end like a whole line.
+ */
+function tailAt(buf: Buffer, start: number, end: number): number {
+  const at = end - CK_TAIL;
+  if (at <= start || buf[start] !== 0x7b || buf[end - 1] !== 0x7d || buf[end - 2] !== 0x22) return -1;
+  return buf.compare(CK_OPEN, 0, CK_OPEN.length, at, at + CK_OPEN.length) === 0 ? at : -1;
+}
+
+/** The 8 lowercase hex digits at `buf[at]` as a number, or -1. */
+function hexAt(buf: Buffer, at: number): number {
+  let v = 0;
+  for (let i = at; i < at + 8; i++) {
+    const c = buf[i]!;
+    const d = c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : -1;
+    if (d < 0) return -1;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+/** True when the line in `buf[start, end)` (no newline) is whole and its checksum is right. */
+export function lineIsSound(buf: Buffer, start: number, end: number): boolean {
+  const at = tailAt(buf, start, end);
+  return at >= 0 && crc32(CLOSE, crc32(buf.subarray(start, at))) === hexAt(buf, at + 7);
+}
+
+const PUT_OP = Buffer.from(',"op":"put"');
+
+/** True when the line at `start` is a put line (`{"seq":<digits>,"op":"put"`), judged on the bytes. */
+function isPutAt(buf: Buffer, start: number, end: number): boolean {
+  let i = start + 7;
+  while (i < end && buf[i]! >= 0x30 && buf[i]! <= 0x39) i++;
+  return buf.compare(PUT_OP, 0, PUT_OP.length, i, i + PUT_OP.length) === 0;
 }
 
 /** Encode one entry as a line, newline included. */
@@ -243,11 +284,20 @@ export function decodeVm(text: string): string | undefined {
 
 /** Decode one line (without its newline). Never throws. */
 export function decodeLine(text: string): DecodedLine {
-  const m = CK_RE.exec(text);
-  if (!m || text[0] !== '{') return { kind: 'torn' };
-  const body = `${text.slice(0, -CK_TAIL)}}`;
-  if (checksum(body) !== m[1]) return { kind: 'corrupt', reason: 'checksum mismatch', vm: decodeVm(text) };
-  const put = PUT_RE.exec(body);
+  const buf = Buffer.from(text, 'utf8');
+  return decodeLineAt(buf, 0, buf.length);
+}
+
+/** Decode the line in `buf[start, end)` (without its newline), checking its CRC on the bytes. Never throws. */
+export function decodeLineAt(buf: Buffer, start: number, end: number): DecodedLine {
+  const at = tailAt(buf, start, end);
+  if (at < 0 || hexAt(buf, at + 7) < 0) return { kind: 'torn' };
+  if (!lineIsSound(buf, start, end)) {
+    return { kind: 'corrupt', reason: 'checksum mismatch', vm: decodeVm(buf.toString('utf8', start, end)) };
+  }
+  const put = isPutAt(buf, start, at)
+    ? PUT_RE.exec(buf.toString('latin1', start, Math.min(at, start + 240)))
+    : null;
   if (put) {
     return {
       kind: 'entry',
@@ -257,20 +307,21 @@ export function decodeLine(text: string): DecodedLine {
         vm: put[2]!,
         gen: Number(put[3]),
         ver: Number(put[4]),
-        recText: body.slice(put[0].length - 1, -1),
+        recText: buf.toString('utf8', start + put[0].length - 1, at),
       },
     };
   }
+  const body = `${buf.toString('utf8', start, at)}}`;
   let o: unknown;
   try {
     o = JSON.parse(body);
   } catch (e) {
-    return { kind: 'corrupt', reason: `not valid JSON: ${(e as Error).message}`, vm: decodeVm(text) };
+    return { kind: 'corrupt', reason: `not valid JSON: ${(e as Error).message}`, vm: decodeVm(body) };
   }
   if (typeof o !== 'object' || o === null || Array.isArray(o))
     return { kind: 'corrupt', reason: 'not an object' };
   const why = checkFields(o as Record<string, unknown>);
-  if (why) return { kind: 'corrupt', reason: why, vm: decodeVm(text) };
+  if (why) return { kind: 'corrupt', reason: why, vm: decodeVm(body) };
   const r = o as Record<string, unknown>;
   if (r.op === 'put') {
     // A put line not in the canonical shape (e.g. edited by hand): re-serialise its record.

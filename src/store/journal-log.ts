@@ -18,6 +18,7 @@
 
 import fs from 'node:fs';
 import { TapnetError } from '../errors.js';
+import { compactedLines } from './journal-compact.js';
 import {
   appendText,
   closeQuietly,
@@ -267,13 +268,24 @@ export class Journal extends JournalReader {
     );
   }
 
+  /** The whole file as read so far (under the lock, caught up: all of it). */
+  private readAll(): Buffer {
+    const all = Buffer.allocUnsafe(this.offset);
+    for (let at = 0; at < all.length; ) {
+      const n = fs.readSync(this.fd, all, at, all.length - at, at);
+      if (n === 0) return all.subarray(0, at);
+      at += n;
+    }
+    return all;
+  }
+
   /** Under the lock, caught up: replace the journal with a snapshot of the state. */
   private compact(): void {
     const sealSeq = this.lastSeq + 1;
-    const lines = this.state.snapshotLines(sealSeq, this.lockAlive);
-    const snapText = lines.join('');
-    const header = this.header(sealSeq, this.id, lines.length, Buffer.byteLength(snapText));
-    const data = Buffer.from(encodeEntry(header) + snapText, 'utf8');
+    const { lines } = compactedLines(this.readAll(), this.state.liveEntries(this.lockAlive));
+    const body = Buffer.concat(lines);
+    const header = this.header(sealSeq, this.id, lines.length, body.length);
+    const data = Buffer.concat([Buffer.from(encodeEntry(header), 'utf8'), body]);
     let next: ReturnType<typeof writeTempJournal> | undefined;
     try {
       next = writeTempJournal(this.path, data);

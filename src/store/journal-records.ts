@@ -49,8 +49,13 @@ export class JournalRecordStore<T extends StoredRecord = StoredRecord> implement
   /** Synchronous get(): a read of the journal's tail and one JSON.parse. */
   getSync(vmId: string): T | undefined {
     validateVmId(vmId);
+    return this.read(vmId, true);
+  }
+
+  /** Decode the record of `vmId` (after reading the tail when `refresh`); set it aside if unreadable. */
+  private read(vmId: string, refresh: boolean): T | undefined {
     for (let attempt = 0; ; attempt++) {
-      this.journal.refresh();
+      if (refresh || attempt > 0) this.journal.refresh();
       const r = this.journal.state.records.get(vmId);
       if (!r) return undefined;
       const d = this.decode(vmId, r);
@@ -71,14 +76,12 @@ export class JournalRecordStore<T extends StoredRecord = StoredRecord> implement
 
   /** Append a quarantine line for `r` unless the record changed meanwhile; its seq, or undefined. */
   private setAside(vmId: string, r: LiveRecord, reason: string): number | undefined {
-    return this.journal.write((s) => {
+    const done = this.journal.write((s) => {
       const cur = s.records.get(vmId);
-      if (!cur || cur.text !== r.text) return { result: undefined };
-      return {
-        entries: [{ op: 'quarantine', vm: vmId, reason, text: r.text }],
-        result: this.journal.seq + 1,
-      };
+      if (!cur || cur.text !== r.text) return { result: false };
+      return { entries: [{ op: 'quarantine', vm: vmId, reason, text: r.text }], result: true };
     });
+    return done ? this.journal.seq : undefined; // the quarantine line is the last one written
   }
 
   private newer(vmId: string, version: number): TapnetError {
@@ -240,7 +243,7 @@ export class JournalRecordStore<T extends StoredRecord = StoredRecord> implement
     const problems: RecordProblem[] = [];
     for (const vmId of [...this.journal.state.records.keys()]) {
       try {
-        const r = this.getSync(vmId);
+        const r = this.read(vmId, false);
         if (r) records.push(r);
       } catch (e) {
         if (!(e instanceof TapnetError) || (e.code !== 'ERR_STORE_CORRUPT' && e.code !== 'ERR_STORE'))

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { TapnetError } from '../errors.js';
 import { closeQuietly, lockJournalFile, openJournalFile } from './journal-file.js';
 import {
-  decodeLine,
+  decodeLineAt,
   decodeVm,
   type HeaderEntry,
   JOURNAL_FORMAT,
@@ -130,7 +130,7 @@ export abstract class JournalReader {
     const n = fs.readSync(this.fd, this.buf, 0, this.buf.length, 0);
     const nl = this.buf.subarray(0, n).indexOf(10);
     if (nl < 0) return undefined;
-    const d = decodeLine(this.buf.toString('utf8', 0, nl));
+    const d = decodeLineAt(this.buf, 0, nl);
     return d.kind === 'entry' && d.entry.op === 'header' ? { ...d.entry, bytes: nl + 1 } : undefined;
   }
 
@@ -155,7 +155,7 @@ export abstract class JournalReader {
       }
       for (let start = 0; start <= end; ) {
         const nl = this.buf.indexOf(10, start);
-        if (nl > start) this.applyLine(this.buf.toString('utf8', start, nl), this.offset + start);
+        if (nl > start) this.applyLine(this.buf, start, nl, this.offset + start);
         start = nl + 1;
       }
       this.offset += end + 1;
@@ -174,8 +174,9 @@ export abstract class JournalReader {
     this.atLineStart = false;
   }
 
-  private applyLine(text: string, at: number): void {
-    const d = decodeLine(text);
+  private applyLine(buf: Buffer, start: number, end: number, at: number): void {
+    const d = decodeLineAt(buf, start, end);
+    const text = (): string => buf.toString('utf8', start, end);
     if (this.lastSeq < 0) {
       if (d.kind !== 'entry' || d.entry.op !== 'header') {
         throw new TapnetError('ERR_STORE_CORRUPT', `${this.path} is not a tapnet journal (bad first line)`, {
@@ -189,24 +190,26 @@ export abstract class JournalReader {
       // A write cut short (and finished by a later writer's newline) is a prefix of the line that would
       // have come next; anything else without a checksum is damage.
       const next = `{"seq":${this.lastSeq + 1},`;
-      if (text.startsWith(next) || next.startsWith(text)) this.stats.torn++;
-      else this.damage(at, 'not a whole journal line', text, decodeVm(text));
+      const t = text();
+      if (t.startsWith(next) || next.startsWith(t)) this.stats.torn++;
+      else this.damage(at, 'not a whole journal line', t, decodeVm(t));
       return;
     }
     if (d.kind === 'corrupt') {
-      this.damage(at, d.reason, text, d.vm);
+      this.damage(at, d.reason, text(), d.vm);
       return;
     }
     const e = d.entry;
     if (e.op === 'header') {
-      this.damage(at, 'a second header line', text);
+      this.damage(at, 'a second header line', text());
       return;
     }
     if (this.snapLeft > 0) {
+      // Snapshot lines keep the seq of the line they were copied from: all before the header's.
       this.snapLeft--;
-      if (e.seq !== this.snapSeq) this.damage(at, `snapshot line numbered ${e.seq}, not ${this.snapSeq}`, '');
+      if (e.seq > this.snapSeq) this.damage(at, `snapshot line numbered ${e.seq}, after ${this.snapSeq}`, '');
     } else if (e.seq <= this.lastSeq) {
-      this.damage(at, `sequence ${e.seq} does not follow ${this.lastSeq}`, text);
+      this.damage(at, `sequence ${e.seq} does not follow ${this.lastSeq}`, text());
       return;
     } else this.lastSeq = e.seq;
     this.sealSeq = e.op === 'seal' ? e.seq : undefined;

@@ -22,12 +22,21 @@ export interface SetAsideRecord {
   seq: number;
 }
 
-/** One address pool: leases (address → owner) and the round-robin cursor. */
+/** One address pool: leases (address → owner) and the round-robin cursor, with the seq of their lines. */
 export interface PoolState {
   network: string;
   subnet: string;
   leases: Map<string, string>;
+  leaseSeqs: Map<string, number>;
   cursor: string | undefined;
+  cursorSeq: number;
+}
+
+/** One live entry, for compaction: the seq and op of the line that made it, and a fresh line for it. */
+export interface LiveEntry {
+  seq: number;
+  op: string;
+  encode(): string;
 }
 
 /** Who holds a lock: the seat and nonce of the process (journal-seats.ts) and its acquisition number. */
@@ -77,7 +86,7 @@ export class JournalState {
     const key = poolKeyOf(network, subnet);
     let p = this.pools.get(key);
     if (!p && create) {
-      p = { network, subnet, leases: new Map(), cursor: undefined };
+      p = { network, subnet, leases: new Map(), leaseSeqs: new Map(), cursor: undefined, cursorSeq: 0 };
       this.pools.set(key, p);
     }
     return p;
@@ -97,14 +106,17 @@ export class JournalState {
     this.liveBytes -= q.text.length + q.reason.length + vm.length + RECORD_OVERHEAD;
   }
 
-  private setLease(p: PoolState, addr: string, owner: string | undefined): void {
+  private setLease(p: PoolState, addr: string, owner: string | undefined, seq: number): void {
     const size = (o: string): number =>
       LEASE_OVERHEAD + p.network.length + p.subnet.length + addr.length + o.length;
     const old = p.leases.get(addr);
     if (old !== undefined) this.liveBytes -= size(old);
-    if (owner === undefined) p.leases.delete(addr);
-    else {
+    if (owner === undefined) {
+      p.leases.delete(addr);
+      p.leaseSeqs.delete(addr);
+    } else {
       p.leases.set(addr, owner);
+      p.leaseSeqs.set(addr, seq);
       this.liveBytes += size(owner);
     }
   }
@@ -134,11 +146,11 @@ export class JournalState {
         this.dropQuarantined(e.vm);
         return;
       case 'claim':
-        this.setLease(this.pool(e.net, e.sub, true), e.addr, e.owner);
+        this.setLease(this.pool(e.net, e.sub, true), e.addr, e.owner, e.seq);
         return;
       case 'release': {
         const p = this.pool(e.net, e.sub);
-        if (p) this.setLease(p, e.addr, undefined);
+        if (p) this.setLease(p, e.addr, undefined, e.seq);
         return;
       }
       case 'cursor': {
@@ -146,6 +158,7 @@ export class JournalState {
         if (p.cursor === undefined)
           this.liveBytes += LEASE_OVERHEAD + p.network.length + p.subnet.length + 40;
         p.cursor = e.addr;
+        p.cursorSeq = e.seq;
         return;
       }
       case 'lock': {
@@ -178,39 +191,52 @@ export class JournalState {
   }
 
   /**
-   * The state as journal lines, every one numbered `seq` (a snapshot is the state as of one point).
-   * Locks for which `keepLock` says false (their holder is dead) are left out.
+   * Every live entry: records, set-aside records, leases, cursors, and the locks for which `keepLock`
+   * says true (false: its holder is dead). Compaction copies their lines, or writes `encode()`.
    */
-  snapshotLines(seq: number, keepLock: (h: LockHolder) => boolean): string[] {
-    const out: string[] = [];
+  liveEntries(keepLock: (h: LockHolder) => boolean): LiveEntry[] {
+    const out: LiveEntry[] = [];
     for (const [vm, r] of this.records) {
-      out.push(encodeEntry({ op: 'put', seq, vm, gen: r.gen, ver: r.ver, recText: r.text }));
+      out.push({
+        seq: r.seq,
+        op: 'put',
+        encode: () => encodeEntry({ op: 'put', seq: r.seq, vm, gen: r.gen, ver: r.ver, recText: r.text }),
+      });
     }
     for (const [vm, q] of this.quarantined) {
-      out.push(encodeEntry({ op: 'quarantine', seq, vm, reason: q.reason, text: q.text }));
+      out.push({
+        seq: q.seq,
+        op: 'quarantine',
+        encode: () => encodeEntry({ op: 'quarantine', seq: q.seq, vm, reason: q.reason, text: q.text }),
+      });
     }
     for (const p of this.pools.values()) {
+      const { network: net, subnet: sub } = p;
       for (const [addr, owner] of p.leases) {
-        out.push(encodeEntry({ op: 'claim', seq, net: p.network, sub: p.subnet, addr, owner }));
+        const seq = p.leaseSeqs.get(addr) ?? 0;
+        out.push({
+          seq,
+          op: 'claim',
+          encode: () => encodeEntry({ op: 'claim', seq, net, sub, addr, owner }),
+        });
       }
-      if (p.cursor !== undefined) {
-        out.push(encodeEntry({ op: 'cursor', seq, net: p.network, sub: p.subnet, addr: p.cursor }));
+      const { cursor, cursorSeq: seq } = p;
+      if (cursor !== undefined) {
+        out.push({
+          seq,
+          op: 'cursor',
+          encode: () => encodeEntry({ op: 'cursor', seq, net, sub, addr: cursor }),
+        });
       }
     }
     for (const h of this.locks.values()) {
       if (!keepLock(h)) continue;
-      out.push(
-        encodeEntry({
-          op: 'lock',
-          seq,
-          scope: h.scope,
-          name: h.name,
-          seat: h.seat,
-          nonce: h.nonce,
-          n: h.n,
-          pid: h.pid,
-        }),
-      );
+      const { scope, name, seat, nonce, n, pid, seq } = h;
+      out.push({
+        seq,
+        op: 'lock',
+        encode: () => encodeEntry({ op: 'lock', seq, scope, name, seat, nonce, n, pid }),
+      });
     }
     return out;
   }
