@@ -117,8 +117,9 @@ interface Run {
 async function run(backend: StoreBackendKind, dir: string, live: number, cycles: number): Promise<Run> {
   const rig = await open(backend, dir);
   for (let i = 0; i < live; i++) await ensureVm(rig, `live-${i}`, i);
-  for (let i = 0; i < 50; i++) {
-    await ensureVm(rig, `warm-${i}`, live + i); // first seat, lock file directory, cursor files…
+  for (let i = 0; i < 500; i++) {
+    // Steady state: the JIT has compiled the path, the seat / lock directory / cursor files exist.
+    await ensureVm(rig, `warm-${i}`, live + i);
     await releaseVm(rig, `warm-${i}`);
   }
   const journal = rig.store instanceof JournalStore ? rig.store.journal : undefined;

@@ -48,7 +48,7 @@ export function compactedLines(file: Buffer, entries: LiveEntry[]): { lines: Buf
   const lines: Buffer[] = [];
   let copied = 0;
   for (const e of entries) {
-    const start = index.get(e.seq) ?? -1;
+    const start = e.seq > 0 ? (index.get(e.seq) ?? -1) : -1; // seq 0: an entry without a line of its own
     if (start >= 0) {
       const end = file.indexOf(10, start);
       const op = opTag(e.op);

@@ -252,7 +252,8 @@ export abstract class JournalReader {
       // Its latest state is unknown: set its record aside, as the file store quarantines a bad file.
       const reasonText = `a journal line about it (byte ${at}) is damaged: ${reason}`;
       const text0 = this.state.records.get(vm)?.text ?? '';
-      this.state.apply({ op: 'quarantine', seq: this.lastSeq, vm, reason: reasonText, text: text0 });
+      // seq 0: this entry has no line of its own, so a compaction writes it afresh, never copies one.
+      this.state.apply({ op: 'quarantine', seq: 0, vm, reason: reasonText, text: text0 });
     }
   }
 }

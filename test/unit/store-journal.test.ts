@@ -190,6 +190,48 @@ describe('torn and damaged lines', () => {
     assert.deepEqual(c.problems(), [], 'the compacted journal is clean');
     assert.deepEqual((await c.records.list()).records.map((r) => r.vmId).sort(), ['fine', 'hit']);
   });
+  it('a VM set aside for a damaged line keeps its own entry through compactions', async () => {
+    const dir = tempDir();
+    const loose = await open(dir);
+    await loose.records.put({ vmId: 'x', state: 'ready' });
+    await loose.records.put({ vmId: 'y', state: 'creating' });
+    const strict = await openJournalStore<Rec>({
+      dir,
+      schema: {
+        version: 1,
+        validate: (raw) => {
+          if (raw.vmId === 'x') throw new Error('x is refused');
+          return raw as unknown as Rec;
+        },
+      },
+    });
+    stores.push(strict);
+    await assert.rejects(strict.records.get('x'), (e) => isTapnetError(e, 'ERR_STORE_CORRUPT')); // a quarantine line
+    await loose.records.put({ vmId: 'y', state: 'ready', note: 'latest' }); // the line right after it…
+    loose.close();
+    strict.close();
+    const all = lines(dir);
+    all[all.length - 1] = all.at(-1)!.replace('latest', 'lotest'); // …is damaged
+    fs.writeFileSync(path.join(dir, JOURNAL_FILE), `${all.join('\n')}\n`);
+    const a = await open(dir);
+    const before = a.records.quarantined().map((q) => [q.vmId, q.reason.slice(0, 20)]);
+    assert.deepEqual(before, [
+      ['x', 'does not match the r'],
+      ['y', 'a journal line about'],
+    ]);
+    a.compact();
+    a.compact();
+    const b = await open(dir);
+    assert.deepEqual(
+      b.records
+        .quarantined()
+        .map((q) => [q.vmId, q.reason.slice(0, 20)])
+        .sort(),
+      before,
+    );
+    assert.deepEqual((await b.records.list()).problems.map((p) => p.vmId).sort(), ['x', 'y']);
+    assert.deepEqual(b.problems(), []);
+  });
 });
 
 describe('compaction', () => {
