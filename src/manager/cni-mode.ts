@@ -19,6 +19,7 @@ import { createNetns, deleteNetns, listNetns, NETNS_RUN_DIR } from '../net/netns
 import { NetlinkSocket } from '../netlink/socket.js';
 import { validateVmId } from '../validate.js';
 import type { CniNetworkConfig, ResolvedNetwork } from './config.js';
+import { faultPoint } from './faults.js';
 import type { CniRecordInfo, VmRecord } from './types.js';
 
 /** One CniRuntime per (plugin paths, cache dir): tapnet's plugins in-process, everything else exec'd. */
@@ -116,9 +117,11 @@ export async function cniAdd(
   const ns = createNetns(name);
   const netns = ns.path;
   try {
+    faultPoint('cni-add:after-netns'); // test builds only: TAPNET_FAULTS (faults.ts)
     const timing = {} as CallTiming;
     const result = await rt.addNetworkList(list, runtimeConf(c, vmId, netns), { timing, ...(signal ? { signal } : {}) });
     modes.lastTiming = timing;
+    faultPoint('cni-add:after-add'); // test builds only: TAPNET_FAULTS (faults.ts)
     const tapName = cniRecordInfo(result, c, vmId, 0).tap;
     const nl = NetlinkSocket.open({ nsFd: ns.fd });
     let mtu: number;
@@ -173,6 +176,7 @@ export async function cniDel(modes: CniModes, net: ResolvedNetwork, vmId: string
       failures.push(toTapnetError(e, 'ERR_CNI', `CNI DEL for ${vmId}`));
     }
   }
+  faultPoint('cni-del:after-del'); // test builds only: TAPNET_FAULTS (faults.ts)
   try {
     deleteNetns(name);
   } catch (e) {

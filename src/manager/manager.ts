@@ -30,6 +30,7 @@ import { attachRouted, ensureNetworkKernel, unknownNetwork } from './network.js'
 import { LinkReaper } from './reaper.js';
 import { reconcile } from './reconcile.js';
 import { CniModes, cniAdd, cniDel } from './cni-mode.js';
+import { faultPoint } from './faults.js';
 import type { EnsureOptions, ManagerMetrics, NetworkInfo, ReconcileReport, VmRecord } from './types.js';
 
 export const VM_RECORD_SCHEMA: RecordSchema<VmRecord> = {
@@ -194,6 +195,7 @@ export class NetworkManager {
     }
     const lock = await this.store.locks.acquire('vm', vmId, opts.signal ? { signal: opts.signal } : {});
     try {
+      faultPoint('ensure:locked'); // test builds only: TAPNET_FAULTS (faults.ts)
       const existing = await this.store.records.get(vmId);
       if (existing && existing.state === 'ready') {
         if (existing.network !== net.name && opts.network !== undefined) {
@@ -265,6 +267,7 @@ export class NetworkManager {
     const net = this.network(r.network);
     const bridgeIndex = this.ensureNetwork(net);
     this.makeTap(r, net, bridgeIndex);
+    faultPoint('repair:after-tap'); // test builds only: TAPNET_FAULTS (faults.ts)
     this.firewall.addVm(this.firewallVm(r));
   }
 
@@ -320,11 +323,13 @@ export class NetworkManager {
     };
     let stored: VmRecord;
     try {
+      faultPoint('ensure:cni-before-record'); // test builds only: TAPNET_FAULTS (faults.ts)
       stored = await this.store.records.put(record, { expectedGeneration: 0 });
     } catch (e) {
       await cniDel(this.cni, net, vmId).catch(() => undefined);
       throw e;
     }
+    faultPoint('ensure:after-record'); // test builds only: TAPNET_FAULTS (faults.ts)
     const info = toNetworkInfo(stored, net);
     if (o.tap === 'fd') info.tapFds = this.openCniTap(stored);
     this.counters.activeVms++;
@@ -376,6 +381,7 @@ export class NetworkManager {
       if (o.ipv6 && !pools.v6) throw new TapnetError('ERR_INVALID_ARGUMENT', `network ${net.name} has no IPv6 subnet`);
       const leases = await this.ipam.allocateAll(vmId, requests);
       applied.push({ name: 'release addresses', undo: async () => void (await this.ipam.releaseAll(vmId, requests.map((r) => r.pool))) });
+      faultPoint('ensure:after-leases'); // test builds only: TAPNET_FAULTS (faults.ts)
       const record: VmRecord = {
         vmId,
         version: VM_RECORD_SCHEMA.version,
@@ -406,9 +412,11 @@ export class NetworkManager {
           await this.reaper.delete(record.tap);
         },
       });
+      faultPoint('ensure:after-tap'); // test builds only: TAPNET_FAULTS (faults.ts)
       // 3. Firewall elements (anti-spoofing: this port may send only from this MAC and these IPs).
       this.firewall.addVm(this.firewallVm(record));
       applied.push({ name: 'remove firewall elements', undo: () => this.firewall.removeVm(this.firewallVm(record)) });
+      faultPoint('ensure:after-firewall'); // test builds only: TAPNET_FAULTS (faults.ts)
       // 4. The record, last.
       const stored = await this.store.records.put(record, { expectedGeneration: 0 }).catch(async (e: unknown) => {
         if (isTapnetError(e, 'ERR_CONFLICT')) {
@@ -416,6 +424,7 @@ export class NetworkManager {
         }
         throw e;
       });
+      faultPoint('ensure:after-record'); // test builds only: TAPNET_FAULTS (faults.ts)
       const info = toNetworkInfo(stored, net, this.ns?.path);
       if (fds.length) info.tapFds = fds;
       this.counters.activeVms++;
@@ -489,6 +498,7 @@ export class NetworkManager {
   async finishRelease(r: VmRecord): Promise<void> {
     let rec = r;
     if (rec.state !== 'releasing') rec = await this.store.records.put({ ...rec, state: 'releasing' }, { expectedGeneration: rec.generation });
+    faultPoint('release:marked'); // test builds only: TAPNET_FAULTS (faults.ts)
     const failures: TapnetError[] = [];
     const attempt = async (name: string, fn: () => unknown): Promise<void> => {
       try {
@@ -503,11 +513,14 @@ export class NetworkManager {
       else failures.push(new TapnetError('ERR_CONFIG', `network ${rec.network} of VM ${rec.vmId} is no longer configured for CNI`));
       if (failures.length) throw teardownError(`release ${rec.vmId}`, failures);
       await this.store.records.delete(rec.vmId);
+      faultPoint('release:after-record'); // test builds only: TAPNET_FAULTS (faults.ts)
       this.counters.activeVms = Math.max(0, this.counters.activeVms - 1);
       return;
     }
     await attempt('remove firewall elements', () => this.firewall.removeVm(this.firewallVm(rec)));
+    faultPoint('release:after-firewall'); // test builds only: TAPNET_FAULTS (faults.ts)
     await attempt('delete TAP', () => this.reaper.delete(rec.tap));
+    faultPoint('release:after-tap'); // test builds only: TAPNET_FAULTS (faults.ts)
     if (net) {
       const pools = this.pools(net);
       const requests: PoolRequest[] = [];
@@ -515,8 +528,10 @@ export class NetworkManager {
       if (pools.v6) requests.push({ pool: pools.v6, ...(rec.ipv6 ? { address: rec.ipv6 } : {}) });
       await attempt('release addresses', () => this.ipam.releaseAll(rec.vmId, requests));
     }
+    faultPoint('release:after-leases'); // test builds only: TAPNET_FAULTS (faults.ts)
     if (failures.length) throw teardownError(`release ${rec.vmId}`, failures);
     await this.store.records.delete(rec.vmId);
+    faultPoint('release:after-record'); // test builds only: TAPNET_FAULTS (faults.ts)
     this.counters.activeVms = Math.max(0, this.counters.activeVms - 1);
   }
 

@@ -18,6 +18,7 @@ import { releaseOrphans } from '../ipam/reconcile.js';
 import { existsSync } from 'node:fs';
 import { listLinks } from '../net/link.js';
 import { cniDel, vmNetnsIds, vmNetnsName } from './cni-mode.js';
+import { faultPoint } from './faults.js';
 import type { NetworkManager } from './manager.js';
 import { isTapnetTapName } from './names.js';
 import type { ReconcileReport, VmRecord } from './types.js';
@@ -49,6 +50,8 @@ export async function reconcile(m: NetworkManager, opts: { signal?: AbortSignal 
     }
   }
 
+  faultPoint('reconcile:after-networks'); // test builds only: TAPNET_FAULTS (faults.ts)
+
   // 2. Records.
   const { records, problems } = await m.store.records.list();
   report.corruptRecords = problems.map((p) => p.vmId);
@@ -57,6 +60,7 @@ export async function reconcile(m: NetworkManager, opts: { signal?: AbortSignal 
   for (const r0 of records) {
     const lock = await m.lockVm(r0.vmId, opts.signal);
     try {
+      faultPoint('reconcile:record'); // test builds only: TAPNET_FAULTS (faults.ts)
       const r = await m.store.records.get(r0.vmId);
       if (!r) continue;
       if (r.state !== 'ready' || !m.config.networks.has(r.network)) {
@@ -121,6 +125,7 @@ export async function reconcile(m: NetworkManager, opts: { signal?: AbortSignal 
         lock = await m.lockVm(owner, opts.signal);
         if (await m.store.records.get(owner)) continue; // created meanwhile: not an orphan
       }
+      faultPoint('reconcile:orphans'); // test builds only: TAPNET_FAULTS (faults.ts)
       if (s.ports.length) {
         m.firewall.removePorts(s.ports);
         report.orphanFirewallElements.push(...s.ports.map((p) => p.ifname));
@@ -169,6 +174,8 @@ export async function reconcile(m: NetworkManager, opts: { signal?: AbortSignal 
       fail('firewall elements of live VMs', e);
     }
   }
+
+  faultPoint('reconcile:before-leases'); // test builds only: TAPNET_FAULTS (faults.ts)
 
   // 6. Orphan leases.
   try {
