@@ -7,8 +7,9 @@
  *   release:     VM lock, get, put 'releasing', release v4 + v6, delete record, unlock (forget)
  *
  * on the real default disk (/var/lib) and on tmpfs (/dev/shm), with 1 and with 10,000 live VMs (the
- * timed VMs come and go on top of those), plus the cost of opening a store with that many VMs (what a
- * CLI process pays before its first operation). Env TAPNET_BENCH_DIRS=dir1,dir2 picks other places.
+ * timed VMs come and go on top of those), plus `fill` (the ensures that brought it to 10,000: new names
+ * in growing directories) and the cost of opening a store with that many VMs (what a CLI process pays
+ * before its first operation). Env TAPNET_BENCH_DIRS=dir1,dir2 picks other places.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -106,6 +107,8 @@ async function open(backend: StoreBackendKind, dir: string): Promise<Rig> {
 }
 
 interface Run {
+  /** Ensures while filling to the live count: new names in growing directories (files backend). */
+  fill: number[];
   ensure: number[];
   release: number[];
   compactions: number;
@@ -116,7 +119,12 @@ interface Run {
 /** Fill to `live` VMs, time `cycles` ensure + release of other VMs, then time a fresh open. */
 async function run(backend: StoreBackendKind, dir: string, live: number, cycles: number): Promise<Run> {
   const rig = await open(backend, dir);
-  for (let i = 0; i < live; i++) await ensureVm(rig, `live-${i}`, i);
+  const fill: number[] = [];
+  for (let i = 0; i < live; i++) {
+    const t = process.hrtime.bigint();
+    await ensureVm(rig, `live-${i}`, i);
+    fill.push(ms(t));
+  }
   for (let i = 0; i < 500; i++) {
     // Steady state: the JIT has compiled the path, the seat / lock directory / cursor files exist.
     await ensureVm(rig, `warm-${i}`, live + i);
@@ -145,7 +153,7 @@ async function run(backend: StoreBackendKind, dir: string, live: number, cycles:
   await again.ipam.pool(POOLS[0]!.pool).leaseOf('live-0');
   const openMs = ms(t);
   again.store.close();
-  return { ensure, release, compactions, openMs, journalBytes };
+  return { fill, ensure, release, compactions, openMs, journalBytes };
 }
 
 function places(): Array<[string, string]> {
@@ -173,9 +181,11 @@ export async function runStoreBench(opts: BenchOptions): Promise<BenchRecord[]> 
           fs.rmSync(dir, { recursive: true, force: true });
         }
         for (const [op, samples] of [
+          ['fill', r.fill],
           ['ensure', r.ensure],
           ['release', r.release],
         ] as const) {
+          if (samples.length < 100) continue; // filling to 1 VM is not a measurement
           const s = summarize(samples);
           rows.push([
             label,

@@ -139,7 +139,7 @@ describe('journal store across processes', () => {
       await new Promise((r) => setTimeout(r, 3));
     }
     await w.done;
-    assert.ok(compactions > 3, `compacted ${compactions} times meanwhile`);
+    assert.ok(compactions >= 2, `compacted ${compactions} times meanwhile`);
     for (const s of [compactor, await open(dir)]) {
       const { records, problems } = await s.records.list();
       assert.deepEqual(problems, []);
