@@ -76,7 +76,7 @@ const MARK = { ok: '✓', fail: '✗', warn: '!', info: '·' } as const;
 export function doctorText(r: DoctorReport): string {
   const lines = r.checks.map((c) => {
     const fix = c.fix && c.status !== 'ok' && c.status !== 'info' ? `\n    fix: ${c.fix}` : '';
-    return `${MARK[c.status]} ${c.id.padEnd(24)} ${c.message}${fix}`;
+    return `${MARK[c.status]} ${c.id.padEnd(28)} ${c.message}${fix}`;
   });
   const { ok, warn, fail, info } = r.counts;
   lines.push('', `${fail ? '✗' : '✓'} ${ok} ok, ${fail} failed, ${warn} warning(s), ${info} note(s)`);

@@ -97,9 +97,21 @@ const MODULE_ROLE: Record<string, { role: string; required: boolean }> = {
   nf_tables: { role: 'NAT and anti-spoofing (nftables)', required: true },
 };
 
-/** One check per kernel module tapnet relies on. `nftablesRequired` false when the firewall is `none`. */
-export function checkModules(nftablesRequired: boolean, p: HostPaths = HOST_PATHS): DoctorCheck[] {
-  return Object.entries(MODULE_ROLE).map(([name, { role, required }]) => {
+/** What a module gives, seen working (e.g. /dev/net/tun opens): a module without a file is then built in. */
+export type ModuleEvidence = Partial<Record<'tun' | 'bridge' | 'vhost_net' | 'nf_tables', boolean>>;
+
+/**
+ * One check per kernel module tapnet relies on. `nftablesRequired` false when the firewall is `none`.
+ * Kernels without module metadata (no /lib/modules/<release>, common in VMs and custom kernels) cannot
+ * tell built in from missing: `evidence` of the feature working then decides.
+ */
+export function checkModules(
+  nftablesRequired: boolean,
+  evidence: ModuleEvidence = {},
+  p: HostPaths = HOST_PATHS,
+): DoctorCheck[] {
+  const metadata = existsSync(p.modules);
+  return Object.entries(MODULE_ROLE).map(([name, { role, required }]): DoctorCheck => {
     const state = moduleState(name, p);
     const id = `module.${name}`;
     if (state === 'loaded' || state === 'builtin')
@@ -109,15 +121,30 @@ export function checkModules(nftablesRequired: boolean, p: HostPaths = HOST_PATH
         id,
         status: 'ok',
         message: `${name} is installed, not loaded yet; the kernel loads it on first use (${role})`,
-        fix: `modprobe ${name}`,
+      };
+    }
+    if (evidence[name as keyof ModuleEvidence]) {
+      return {
+        id,
+        status: 'ok',
+        message: `${name} works (built in: no module file${metadata ? '' : `, no ${p.modules}`}) (${role})`,
       };
     }
     const needed = required && (name !== 'nf_tables' || nftablesRequired);
+    const fix = `install the kernel's modules package, then: modprobe ${name} && echo ${name} >> /etc/modules-load.d/tapnet.conf`;
+    if (!metadata) {
+      return {
+        id,
+        status: needed ? 'warn' : 'info',
+        message: `${name}: cannot tell whether it is built in (no ${p.modules}) (${role})`,
+        fix,
+      };
+    }
     return {
       id,
       status: needed ? 'fail' : 'warn',
       message: `${name} is neither loaded, built in nor installed (${role})`,
-      fix: `install the kernel's modules package, then: modprobe ${name} && echo ${name} >> /etc/modules-load.d/tapnet.conf`,
+      fix,
     };
   });
 }

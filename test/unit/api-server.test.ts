@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { loadConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/daemon/log.js';
+import { sdNotify } from '../../src/daemon/notify.js';
 import { buildOpenApi } from '../../src/daemon/openapi.js';
 import { type ApiContext, authorized, createHandler } from '../../src/daemon/routes.js';
 import { Daemon } from '../../src/daemon/server.js';
@@ -128,6 +129,28 @@ describe('daemon lifecycle (fake service)', () => {
     } finally {
       await f.stop();
     }
+  });
+});
+
+describe('sd_notify', () => {
+  it('sends READY=1 to $NOTIFY_SOCKET (a path or an abstract name), and is a no-op without it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tapnet-notify-'));
+    const path = join(dir, 'notify');
+    for (const name of [path, `@tapnet-test-${process.pid}`]) {
+      const fd = libc.socket(libc.AF_UNIX, libc.SOCK_DGRAM | libc.SOCK_CLOEXEC, 0);
+      try {
+        libc.bind(fd, sockaddrUn(name));
+        assert.equal(sdNotify('READY=1\nSTATUS=serving', { NOTIFY_SOCKET: name }), true);
+        const buf = Buffer.alloc(256);
+        const n = libc.recvOrAgain(fd, buf, libc.MSG_DONTWAIT);
+        assert.equal(buf.subarray(0, n).toString(), 'READY=1\nSTATUS=serving');
+      } finally {
+        libc.close(fd);
+      }
+    }
+    assert.equal(sdNotify('READY=1', {}), false);
+    assert.equal(sdNotify('READY=1', { NOTIFY_SOCKET: join(dir, 'nobody') }), false);
+    rmSync(dir, { recursive: true, force: true });
   });
 });
 
