@@ -9,6 +9,7 @@
  */
 import { isTapnetError, TapnetError } from '../errors.js';
 import { NftContext, type NftDocument, type NftJson } from '../sys/nftables.js';
+import { NftElementWriter } from './fastpath.js';
 import { validateName } from '../validate.js';
 import {
   buildAddPorts,
@@ -72,8 +73,17 @@ export class NftablesFirewall implements Firewall {
   /** Networks this driver applied, with the exact definition, so repeated ensureNetwork() calls are free. */
   private readonly networks = new Map<string, { spec: NetworkSpec; key: string }>();
 
+  /** The per-VM hot path over nfnetlink (see fastpath.ts); libnftables is the fallback. */
+  private readonly fast: NftElementWriter;
+
   constructor(opts: NftablesFirewallOptions = {}) {
     this.ctx = NftContext.open(opts.nsFd === undefined ? {} : { nsFd: opts.nsFd });
+    try {
+      this.fast = NftElementWriter.open(opts.nsFd);
+    } catch (e) {
+      this.ctx.close();
+      throw e;
+    }
   }
 
   private exec(doc: NftDocument, what: string): NftDocument {
@@ -171,6 +181,12 @@ export class NftablesFirewall implements Firewall {
       return vmElements(normalizeVm(vm, known.spec), known.spec.topology);
     });
     if (ports.length === 0) return;
+    try {
+      this.fast.apply('add', ports);
+      return;
+    } catch {
+      // Fall back to libnftables, which also tells what is wrong and repairs a flushed ruleset.
+    }
     const doc = buildAddPorts(ports);
     const what = ports.length === 1 ? `add VM port ${ports[0]!.ifname}` : `add ${ports.length} VM ports`;
     try {
@@ -237,6 +253,12 @@ export class NftablesFirewall implements Firewall {
     const what =
       ports.length === 1 ? `remove VM port ${ports[0]!.ifname}` : `remove ${ports.length} VM ports`;
     try {
+      this.fast.apply('remove', ports);
+      return;
+    } catch {
+      // Fall back to libnftables (it handles tables, sets or counters that are gone).
+    }
+    try {
       this.ctx.run(buildRemovePorts(ports));
     } catch (e) {
       if (!isMissing(e)) throw wrap(e, what);
@@ -276,5 +298,6 @@ export class NftablesFirewall implements Firewall {
 
   close(): void {
     this.ctx.close();
+    this.fast.close();
   }
 }

@@ -34,6 +34,8 @@ import { type NlMessage, netlinkError, parseErrorPayload, parseMessages, setSeq 
 export interface NetlinkSocketOptions {
   /** Open the socket inside this network namespace (an open fd); the current one if absent. */
   nsFd?: number;
+  /** Netlink protocol: NETLINK_ROUTE (default) or e.g. NETLINK_NETFILTER (12). */
+  protocol?: number;
   /** Give up waiting for the kernel after this long. Default 30 s. */
   timeoutMs?: number;
 }
@@ -60,7 +62,7 @@ export class NetlinkSocket {
 
   /** Open a socket, inside `nsFd`'s namespace when given (the socket stays bound there). */
   static open(opts: NetlinkSocketOptions = {}): NetlinkSocket {
-    const fd = withNetns(opts.nsFd, () => socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+    const fd = withNetns(opts.nsFd, () => socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, opts.protocol ?? NETLINK_ROUTE));
     try {
       setsockoptInt(fd, SOL_SOCKET, SO_SNDBUF, 1 << 20);
       setsockoptInt(fd, SOL_SOCKET, SO_RCVBUF, 1 << 20);
@@ -201,6 +203,34 @@ export class NetlinkSocket {
           const e = parseErrorPayload(m);
           if (e.errno !== 0) results[idx] = netlinkError(e, what?.(idx));
         }
+      }
+    }
+    return results;
+  }
+
+  /**
+   * Send messages as ONE datagram (e.g. an nfnetlink transaction: BATCH_BEGIN, requests, BATCH_END) and
+   * collect the ACKs of those marked `ack`. Returns one entry per message: undefined for success (or not
+   * acknowledged), the kernel's error otherwise.
+   */
+  transaction(msgs: { msg: Buffer; ack: boolean }[], what?: string): (TapnetError | undefined)[] {
+    const results: (TapnetError | undefined)[] = new Array(msgs.length).fill(undefined);
+    const bySeq = new Map<number, number>();
+    msgs.forEach(({ msg, ack }, i) => {
+      const seq = this.nextSeq();
+      setSeq(msg, seq);
+      msg.writeUInt16LE(msg.readUInt16LE(6) | NLM_F_REQUEST | (ack ? NLM_F_ACK : 0), 6);
+      if (ack) bySeq.set(seq, i);
+    });
+    this.sendRaw(Buffer.concat(msgs.map((m) => m.msg)));
+    while (bySeq.size > 0) {
+      for (const m of this.recvMessages()) {
+        if (m.type !== NLMSG_ERROR) continue;
+        const idx = bySeq.get(m.seq);
+        if (idx === undefined) continue;
+        bySeq.delete(m.seq);
+        const e = parseErrorPayload(m);
+        if (e.errno !== 0) results[idx] = netlinkError(e, what);
       }
     }
     return results;
