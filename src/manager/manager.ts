@@ -19,7 +19,7 @@ import { existsSync } from 'node:fs';
 import { type Netns, openNetns } from '../net/netns.js';
 import { closeTapFds, createTap, openTap } from '../net/tap.js';
 import { NetlinkSocket } from '../netlink/socket.js';
-import { openLocalStore } from '../store/local.js';
+import { openStore } from '../store/index.js';
 import type { HeldLock, LeaseStore, LockService, RecordSchema, VmRecordStore } from '../store/types.js';
 import { channels } from '../observe/channels.js';
 import { validateInt, validateVmId } from '../validate.js';
@@ -111,7 +111,8 @@ export class NetworkManager {
     try {
       nl = NetlinkSocket.open(nsFd !== undefined ? { nsFd } : {});
       slow = NetlinkSocket.open(nsFd !== undefined ? { nsFd } : {});
-      const store: ManagerStore = options.store ?? (await openLocalStore<VmRecord>({ dir: config.stateDir, schema: VM_RECORD_SCHEMA }));
+      const store: ManagerStore =
+        options.store ?? (await openStore<VmRecord>({ backend: config.storeBackend, dir: config.stateDir, schema: VM_RECORD_SCHEMA }));
       firewall = options.firewall ?? createFirewall(config.firewall, nsFd !== undefined ? { nsFd } : {});
       const reaper = new LinkReaper(nl, slow, scratchGroup());
       const m = new NetworkManager(config, ns, nl, slow, store, !options.store, new Ipam(store.leases), firewall, reaper);

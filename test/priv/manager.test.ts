@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -262,11 +262,13 @@ describe('NetworkManager, routed topology', { skip }, () => {
     assert.ok(!after.some((r) => r.dst === ip));
   });
 
-  it('leaves no state files once everything is released', async () => {
+  it('leaves no records or leases once everything is released', async () => {
     const ids = Array.from({ length: 20 }, (_, i) => `r-batch-${i}`);
     await Promise.all(ids.map((id) => m.ensure(id)));
     await m.releaseMany(ids);
-    assert.deepEqual(readdirSync(join(c.stateDir, 'vms')).filter((f) => f.endsWith('.json')), []);
+    assert.deepEqual((await m.store.records.list()).records, []);
+    const pool = m.pools(m.network('fleet')).v4!;
+    assert.equal((await m.store.leases.leases({ network: pool.network, subnet: pool.subnet })).size, 0);
     assert.equal(listLinks(c.t.nl, { kind: 'tun' }).length, 0);
   });
 });
