@@ -74,7 +74,15 @@ export function parseFaults(spec: string | undefined): Map<string, Armed> {
   return out;
 }
 
-const armed = parseFaults(process.env.TAPNET_FAULTS);
+let armed = parseFaults(process.env.TAPNET_FAULTS);
+
+/**
+ * Re-arm the fault points of this process from a TAPNET_FAULTS-style spec (undefined or '': disarm all).
+ * For in-process tests of rollback (`throw`); child processes use the environment variable.
+ */
+export function armFaults(spec: string | undefined): void {
+  armed = parseFaults(spec);
+}
 
 /** Reached a fault point: does nothing unless TAPNET_FAULTS arms it (then SIGKILL, or throw ERR_INTERNAL). */
 export function faultPoint(point: FaultPoint): void {
