@@ -223,3 +223,72 @@ describe('microVMs in direct mode (QEMU; TAP by fd and by name)', { skip }, () =
     assert.equal(await httpGetIn(t.name, `http://${ip('vm-a0')}/`), '200 tapnet guest vm-a0');
   });
 });
+
+describe('tapnet killed while setting up 5 VMs: reconcile repairs, and the VMs that got a network boot and work', {
+  skip,
+}, () => {
+  let t: TestNetns;
+  let stateDir: string;
+  const vms: QemuVm[] = [];
+  let m: NetworkManager | undefined;
+  after(async () => {
+    await Promise.all(vms.map((v) => v.stop()));
+    if (m) await m.releaseMany((await m.list()).map((i) => i.vmId));
+    await m?.close();
+    t?.destroy();
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  it('SIGKILL after the second VM is ready, inside the setup of the third', async (tc) => {
+    t = makeTestNetns('vmcrash');
+    stateDir = mkdtempSync(join(tmpdir(), 'tapnet-vmcrash-'));
+    const config = {
+      stateDir,
+      netns: t.ns.path,
+      defaultNetwork: 'c',
+      networks: { c: { bridge: 'tnvmc', subnet4: '198.18.32.0/24' } },
+    };
+    // A separate tapnet process sets up five VMs one after the other; it is killed as soon as the second
+    // is done, so the kill lands inside the third ensure (or soon after).
+    const managerUrl = new URL('../../src/manager/manager.js', import.meta.url).href;
+    const code = `const { NetworkManager } = await import(${JSON.stringify(managerUrl)});
+const m = await NetworkManager.open(JSON.parse(process.argv[1]));
+for (let i = 0; i < 5; i++) { await m.ensure('crash-' + i); console.log('ensured crash-' + i); }
+setInterval(() => {}, 1000);`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', code, JSON.stringify(config)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    await new Promise<void>((resolve) =>
+      child.stdout!.on('data', (d) => {
+        out += d;
+        if (out.includes('ensured crash-1')) resolve();
+      }),
+    );
+    child.kill('SIGKILL');
+    await new Promise((r) => child.once('exit', r));
+
+    m = await NetworkManager.open(config, { reconcile: true });
+    const infos = await m.list();
+    tc.diagnostic(`VMs with a network after the kill: ${infos.length}`);
+    assert.ok(infos.length >= 2, 'the VMs set up before the kill kept their networks');
+    // Nothing half-made is left: every TAP belongs to a VM with a network, every lease to such a VM.
+    const taps = t
+      .ipJson<{ ifname: string }[]>('-d', 'link', 'show', 'type', 'tun')
+      .map((l) => l.ifname)
+      .sort();
+    assert.deepEqual(taps, infos.map((i) => i.tap).sort());
+    const owners: string[] = [];
+    for (const pool of await m.store.leases.pools())
+      owners.push(...(await m.store.leases.leases(pool)).values());
+    assert.deepEqual(owners.sort(), infos.map((i) => i.vmId).sort());
+    // The survivors boot on their persistent TAPs (QEMU opens them by name) and answer from the host side.
+    vms.push(
+      ...(await Promise.all(
+        infos.map((info) => QemuVm.start({ name: info.vmId, network: { mode: 'name', info } })),
+      )),
+    );
+    for (const v of vms)
+      assert.equal(await httpGetIn(t.name, `http://${v.ipv4}/`), `200 tapnet guest ${v.name}`);
+  });
+});
