@@ -30,7 +30,16 @@ const PACKAGES = {
     ...VM_PACKAGES,
   ],
   demo: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins', ...VM_PACKAGES],
-  bench: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins', 'netavark', 'iptables', ...VM_PACKAGES],
+  bench: [
+    'libnftables1',
+    'nftables',
+    'iproute2',
+    'util-linux',
+    'containernetworking-plugins',
+    'netavark',
+    'iptables',
+    ...VM_PACKAGES,
+  ],
 };
 /** Profiles that boot real microVMs: they also build the guest fixture (scripts/guest/build.mjs). */
 const VM_PROFILES = ['test', 'demo', 'bench'];
