@@ -11,113 +11,30 @@
  * so a timeout can kill everything it started; the network namespace given by `netnsFd` (posix_spawn is
  * called while the main thread is switched into it, and clone() copies the calling thread's namespaces).
  *
- * Reaping never blocks the event loop: a SIGCHLD listener calls waitpid(pid, WNOHANG) for our own
- * children only (libuv does the same, per pid, for its own); off the main thread, where signals are not
- * delivered to JS, a backing-off timer polls instead. Parent pipe ends are read and written through
- * net.Socket (libuv pipe handles); an input that fits in the pipe is written synchronously before the
- * child starts.
+ * Children are reaped on SIGCHLD without blocking the event loop (spawn-reap.ts). Parent pipe ends are
+ * read and written through net.Socket (libuv pipe handles); an input that fits in the pipe is written
+ * synchronously before the child starts.
  */
-import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
-import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import { getSystemErrorMap } from 'node:util';
-import { isMainThread } from 'node:worker_threads';
 import { invalidArgument, TapnetError } from '../errors.js';
 import { codeForErrno, errnoName, syscallError } from './libc.js';
 import { withNetns } from './ns.js';
+import {
+  attrs,
+  F_DUPFD_CLOEXEC,
+  F_GETFL,
+  F_SETFL,
+  FA_SIZE,
+  O_CLOEXEC,
+  O_NONBLOCK,
+  O_RDWR,
+  spawnLib,
+} from './spawn-libc.js';
+import { armReaper, disarmIfIdle, type ExitStatus, watchExit } from './spawn-reap.js';
 
-const require = createRequire(import.meta.url);
-
-// biome-ignore lint/suspicious/noExplicitAny: FFI boundary
-type Fn = (...args: any[]) => any;
-
-interface SpawnLib {
-  pipe2: Fn;
-  write: Fn;
-  close: Fn;
-  fcntl: Fn;
-  waitpid: Fn;
-  posixSpawn: Fn;
-  faInit: Fn;
-  faDestroy: Fn;
-  faDup2: Fn;
-  faOpen: Fn;
-  faClosefrom: Fn | undefined;
-  attrInit: Fn;
-  attrSetflags: Fn;
-  attrSetpgroup: Fn;
-  attrSetsigdefault: Fn;
-  attrSetsigmask: Fn;
-  errno: () => number;
-}
-
-let lib: SpawnLib | undefined;
-
-function spawnLib(): SpawnLib {
-  if (lib) return lib;
-  if (process.platform !== 'linux') {
-    throw new TapnetError(
-      'ERR_UNSUPPORTED_PLATFORM',
-      `posix_spawn needs Linux with glibc: this is ${process.platform}`,
-    );
-  }
-  let koffi: typeof import('koffi');
-  try {
-    koffi = require('koffi');
-  } catch (e) {
-    throw new TapnetError('ERR_UNSUPPORTED_PLATFORM', 'the koffi FFI module could not be loaded', {
-      cause: e,
-    });
-  }
-  const c = koffi.load('libc.so.6');
-  let faClosefrom: Fn | undefined;
-  try {
-    // glibc ≥ 2.34
-    faClosefrom = c.func('int posix_spawn_file_actions_addclosefrom_np(void *fa, int from)');
-  } catch {
-    faClosefrom = undefined;
-  }
-  lib = {
-    pipe2: c.func('int pipe2(_Out_ int *fds, int flags)'),
-    write: c.func('intptr write(int fd, const void *buf, uintptr len)'),
-    close: c.func('int close(int fd)'),
-    fcntl: c.func('int fcntl(int fd, int cmd, int arg)'),
-    waitpid: c.func('int waitpid(int pid, _Out_ int *status, int options)'),
-    posixSpawn: c.func(
-      'int posix_spawn(_Out_ int *pid, const char *path, void *fa, void *attr, const char **argv, const char **envp)',
-    ),
-    faInit: c.func('int posix_spawn_file_actions_init(void *fa)'),
-    faDestroy: c.func('int posix_spawn_file_actions_destroy(void *fa)'),
-    faDup2: c.func('int posix_spawn_file_actions_adddup2(void *fa, int fd, int newfd)'),
-    faOpen: c.func(
-      'int posix_spawn_file_actions_addopen(void *fa, int fd, const char *path, int flags, uint32 mode)',
-    ),
-    faClosefrom,
-    attrInit: c.func('int posix_spawnattr_init(void *attr)'),
-    attrSetflags: c.func('int posix_spawnattr_setflags(void *attr, short flags)'),
-    attrSetpgroup: c.func('int posix_spawnattr_setpgroup(void *attr, int pgroup)'),
-    attrSetsigdefault: c.func('int posix_spawnattr_setsigdefault(void *attr, const void *set)'),
-    attrSetsigmask: c.func('int posix_spawnattr_setsigmask(void *attr, const void *set)'),
-    errno: () => koffi.errno(),
-  };
-  return lib;
-}
-
-// glibc's posix_spawn flags, fcntl commands and waitpid options (the same on every Linux ABI).
-const POSIX_SPAWN_SETPGROUP = 0x02;
-const POSIX_SPAWN_SETSIGDEF = 0x04;
-const POSIX_SPAWN_SETSIGMASK = 0x08;
-const O_CLOEXEC = 0o2000000;
-const O_NONBLOCK = 0o4000;
-const O_RDWR = 2;
-const F_DUPFD_CLOEXEC = 1030;
-const F_SETFL = 4;
-const F_GETFL = 3;
-const WNOHANG = 1;
-/** Bigger than glibc's posix_spawn_file_actions_t (80 bytes on 64-bit) and posix_spawnattr_t (336). */
-const FA_SIZE = 128;
-const ATTR_SIZE = 512;
+export { decodeWaitStatus, type ExitStatus, unreapedChildren } from './spawn-reap.js';
 
 /** Where a child's standard stream goes. */
 export type StdioMode = 'pipe' | 'ignore' | 'inherit';
@@ -145,12 +62,6 @@ export interface SpawnOptions {
   newProcessGroup?: boolean;
 }
 
-/** How a child ended: an exit code, or the signal that killed it. */
-export interface ExitStatus {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
 /** A running (or finished) child. */
 export interface Spawned {
   readonly pid: number;
@@ -170,114 +81,6 @@ export interface Spawned {
   killGroup(signal?: NodeJS.Signals | number): boolean;
   /** Close our ends of its pipes (after a kill: a surviving grandchild may hold the other ends). */
   closePipes(): void;
-}
-
-// ---- reaping ----
-
-const pending = new Map<number, (s: ExitStatus) => void>();
-const statusBuf = new Int32Array(1);
-let listening = false;
-let safetyNet: NodeJS.Timeout | undefined;
-let pollTimer: NodeJS.Timeout | undefined;
-let pollDelay = 1;
-
-const signalNames = new Map<number, NodeJS.Signals>(
-  Object.entries(osConstants.signals).map(([name, n]) => [n, name as NodeJS.Signals]),
-);
-
-/** Decode a wait status (WIFEXITED/WEXITSTATUS, WIFSIGNALED/WTERMSIG). */
-export function decodeWaitStatus(status: number): ExitStatus {
-  const sig = status & 0x7f;
-  if (sig === 0) return { code: (status >> 8) & 0xff, signal: null };
-  return { code: null, signal: signalNames.get(sig) ?? (`SIG${sig}` as NodeJS.Signals) };
-}
-
-/** waitpid(pid, WNOHANG); settles the child when it has exited. True when it is done. */
-function reapOne(pid: number): boolean {
-  const done = pending.get(pid);
-  if (!done) return true;
-  const r = Number(spawnLib().waitpid(pid, statusBuf, WNOHANG));
-  if (r === 0) return false;
-  if (r < 0 && errnoName(spawnLib().errno()) === 'EINTR') return false;
-  pending.delete(pid);
-  // r < 0 (ECHILD): someone else reaped it; its status is lost.
-  done(r === pid ? decodeWaitStatus(statusBuf[0]!) : { code: null, signal: null });
-  return true;
-}
-
-function reapAll(): void {
-  for (const pid of [...pending.keys()]) reapOne(pid);
-  if (pending.size === 0) stopWatching();
-}
-
-function onPollTimer(): void {
-  pollTimer = undefined;
-  reapAll();
-  if (pending.size > 0) {
-    pollDelay = Math.min(pollDelay * 2, 50);
-    pollTimer = setTimeout(onPollTimer, pollDelay);
-  }
-}
-
-function startWatching(): void {
-  if (isMainThread) {
-    if (!listening) {
-      process.on('SIGCHLD', reapAll);
-      listening = true;
-      // Signal handles do not keep the loop alive; this does, and also catches a SIGCHLD we never saw.
-      safetyNet = setInterval(reapAll, 1000);
-    }
-  } else if (!pollTimer) {
-    pollDelay = 1;
-    pollTimer = setTimeout(onPollTimer, pollDelay);
-  }
-}
-
-function stopWatching(): void {
-  if (listening) {
-    process.off('SIGCHLD', reapAll);
-    clearInterval(safetyNet);
-    listening = false;
-  }
-  if (pollTimer) {
-    clearTimeout(pollTimer);
-    pollTimer = undefined;
-  }
-}
-
-/** How many children spawned here are not reaped yet (for tests and diagnostics). */
-export function unreapedChildren(): number {
-  return pending.size;
-}
-
-// ---- spawning ----
-
-let defaultAttrs: { group: Buffer; plain: Buffer } | undefined;
-
-/** The spawn attributes, built once: default signal dispositions, empty mask, and optionally a new group. */
-function attrs(): { group: Buffer; plain: Buffer } {
-  if (defaultAttrs) return defaultAttrs;
-  const l = spawnLib();
-  // Every signal 1–64 back to SIG_DFL, glibc's internal 32 and 33 included (sigfillset leaves them out,
-  // and glibc would then hand them to the child ignored); no signal blocked.
-  const all = Buffer.alloc(128);
-  all.fill(0xff, 0, 8);
-  const none = Buffer.alloc(128);
-  const make = (group: boolean): Buffer => {
-    const a = Buffer.alloc(ATTR_SIZE);
-    l.attrInit(a);
-    let flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
-    if (group) {
-      flags |= POSIX_SPAWN_SETPGROUP;
-      l.attrSetpgroup(a, 0);
-    }
-    l.attrSetsigdefault(a, all);
-    l.attrSetsigmask(a, none);
-    l.attrSetflags(a, flags);
-    return a;
-  };
-  defaultAttrs = { group: make(true), plain: make(false) };
-  return defaultAttrs;
 }
 
 function closeFd(fd: number): void {
@@ -391,10 +194,10 @@ export function spawnProcess(file: string, opts: SpawnOptions = {}): Spawned {
     if (input && input.length > 0) written = writeNow(pipes[0]![1], input);
     const pidOut = new Int32Array(1);
     const attr = group ? attrs().group : attrs().plain;
-    startWatching();
+    armReaper();
     const err = Number(withNetns(opts.netnsFd, () => l.posixSpawn(pidOut, file, fa, attr, argv, envp)));
     if (err !== 0) {
-      if (pending.size === 0) stopWatching();
+      disarmIfIdle();
       throw spawnFailed(file, err);
     }
     pid = pidOut[0]!;
@@ -423,7 +226,7 @@ function started(
 ): Spawned {
   let status: ExitStatus | undefined;
   const exited = new Promise<ExitStatus>((resolve) => {
-    pending.set(pid, (s) => {
+    watchExit(pid, (s) => {
       status = s;
       resolve(s);
     });
