@@ -7,6 +7,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
+import { addCniCommand } from './commands-cni.js';
 import { addOpsCommands } from './commands-ops.js';
 import { addVmCommands } from './commands-vm.js';
 import { EXIT_CODES, reportError } from './output.js';
@@ -26,6 +27,7 @@ Examples:
   tapnet doctor                          check the host: modules, devices, bridge, NAT, DNS, leftovers
   tapnet serve                           run the daemon (API on /run/tapnet/tapnet.sock)
   tapnet config --print                  the effective configuration and where each value came from
+  tapnet cni add vms /run/netns/demo     run a CNI conflist by hand, like cnitool
 
 Daemon: commands go through the daemon when one answers on the socket (--socket, TAPNET_SOCKET,
 api.socket; default /run/tapnet/tapnet.sock), and run in-process otherwise; --local forces in-process.
@@ -48,6 +50,7 @@ export function buildProgram(): Command {
     .exitOverride();
   addVmCommands(program);
   addOpsCommands(program);
+  addCniCommand(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -266,5 +266,65 @@ describe('tapnet serve from the command line', { skip }, () => {
     assert.match(remote.stderr, /api\.tcp: must be a loopback address .*from flag --tcp/);
     const level = run('--log-level', 'chatty');
     assert.equal(level.status, 2, level.stderr);
+  });
+});
+
+const cniSkip = skip ?? (existsSync('/usr/lib/cni/bridge') ? undefined : 'no CNI plugins in /usr/lib/cni');
+
+describe('tapnet cni, like cnitool', { skip: cniSkip }, () => {
+  let t: TestNetns;
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+  before(() => {
+    t = makeTestNetns('cnitool');
+    dir = mkdtempSync(join(tmpdir(), 'tapnet-cnitool-'));
+    writeFileSync(
+      join(dir, '10-demo.conflist'),
+      JSON.stringify({
+        cniVersion: '1.0.0',
+        name: 'demo',
+        plugins: [
+          {
+            type: 'bridge',
+            bridge: 'tncnid0',
+            isGateway: true,
+            ipam: {
+              type: 'host-local',
+              ranges: [[{ subnet: '198.18.46.0/24' }]],
+              dataDir: join(dir, 'ipam'),
+            },
+          },
+        ],
+      }),
+    );
+    env = { ...process.env, NETCONFPATH: dir, CNI_PATH: '/usr/lib/cni' };
+  });
+  after(() => {
+    // The bridge plugin makes its bridge in this (the sandbox's) namespace; DEL leaves it, as with cnitool.
+    spawnSync('ip', ['link', 'del', 'tncnid0']);
+    t?.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('add prints the result; check passes; del removes the interface', () => {
+    const cni = (...args: string[]) =>
+      spawnSync(process.execPath, [CLI, 'cni', ...args, '--cache-dir', join(dir, 'cache')], {
+        encoding: 'utf8',
+        env,
+      });
+    const add = cni('add', 'demo', t.ns.path);
+    assert.equal(add.status, 0, add.stderr);
+    const result = JSON.parse(add.stdout);
+    assert.equal(result.cniVersion, '1.0.0');
+    assert.match(result.ips[0].address, /^198\.18\.46\.\d+\/24$/);
+    assert.equal(t.ipJson<{ ifname: string }[]>('link', 'show', 'eth0')[0]!.ifname, 'eth0');
+    assert.equal(cni('check', 'demo', t.ns.path).status, 0);
+    assert.equal(cni('del', 'demo', t.ns.path).status, 0);
+    assert.equal(t.ipJson<unknown[]>('link', 'show', 'type', 'veth').length, 0);
+    const missing = cni('add', 'nope', t.ns.path);
+    assert.equal(missing.status, 3);
+    assert.match(missing.stderr, /ERR_NOT_FOUND: no net configuration with name "nope"/);
+    assert.equal(cni('frob', 'demo').status, 2);
+    assert.equal(cni('add', 'demo').status, 2, 'add needs a namespace');
   });
 });
