@@ -10,7 +10,7 @@ import { invalidArgument, TapnetError } from '../errors.js';
 import { DEFAULT_CACHE_DIR, ResultCache } from './cache.js';
 import { injectConf } from './conf.js';
 import { CNI_ERROR, CniError, wrapCniError } from './errors.js';
-import { ExecPluginExecutor, type PluginExecutor } from './exec.js';
+import type { PluginExecutor } from './exec.js';
 import { type InProcessPlugin, InProcessRegistry } from './inprocess.js';
 import {
   type CallContext,
@@ -20,6 +20,7 @@ import {
   type PluginRef,
 } from './invoke.js';
 import { resultToGo } from './result.js';
+import { defaultPluginExecutor } from './spawn-executor.js';
 import type {
   CniCommand,
   CniResult,
@@ -46,7 +47,7 @@ export interface CniRuntimeOptions {
   pluginPaths?: readonly string[];
   /** The result cache directory. Default /var/lib/cni, as libcni. */
   cacheDir?: string;
-  /** How executables are found and run. Default: ExecPluginExecutor (spawn, stderr to process.stderr). */
+  /** How executables are found and run. Default: SpawnPluginExecutor (posix_spawn, stderr to process.stderr). */
   executor?: PluginExecutor;
   /** Plugins run in-process instead of exec'd, chosen by `type`. */
   inProcessPlugins?: InProcessRegistry | Iterable<InProcessPlugin>;
@@ -120,7 +121,7 @@ export class CniRuntimeBase {
         ? opts.inProcessPlugins
         : new InProcessRegistry(opts.inProcessPlugins ?? []);
     const base = { ...(opts.inheritEnv === false ? {} : process.env), ...opts.env };
-    this.invoker = new Invoker(opts.executor ?? new ExecPluginExecutor(), registry, base);
+    this.invoker = new Invoker(opts.executor ?? defaultPluginExecutor(), registry, base);
     this.timeoutMs = opts.timeoutMs ?? 0;
   }
 

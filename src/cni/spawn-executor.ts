@@ -218,14 +218,12 @@ function spawnError(pluginPath: string, e: TapnetError): CniError {
   );
 }
 
-/** The executor CniRuntime uses when none is given: posix_spawn where available, else spawn(). */
+/**
+ * The executor CniRuntime uses when none is given: posix_spawn where available (always with `hostNsFd`),
+ * else Node's spawn().
+ */
 export function defaultPluginExecutor(opts: SpawnExecutorOptions = {}): PluginExecutor {
-  if (spawnAvailable()) return new SpawnPluginExecutor(opts);
-  if (opts.hostNsFd !== undefined) {
-    throw new TapnetError(
-      'ERR_UNSUPPORTED_PLATFORM',
-      'plugins in another namespace need posix_spawn (glibc and koffi)',
-    );
-  }
+  // Plugins in another namespace need posix_spawn: without it, they fail at exec (ERR_UNSUPPORTED_PLATFORM).
+  if (spawnAvailable() || opts.hostNsFd !== undefined) return new SpawnPluginExecutor(opts);
   return new ExecPluginExecutor(opts);
 }

@@ -8,6 +8,7 @@
 import { CniRuntime } from '../cni/api.js';
 import { loadNetworkConf } from '../cni/conf.js';
 import type { CallTiming } from '../cni/runtime-base.js';
+import { defaultPluginExecutor } from '../cni/spawn-executor.js';
 import { inProcessPlugins } from '../cni/plugins/index.js';
 import { vmTapPair } from '../cni/plugins/tc-redirect-tap-conf.js';
 import type { CniResult, NetworkConfigList, Result100, RuntimeConf } from '../cni/types.js';
@@ -28,11 +29,15 @@ export class CniModes {
   /** Timing of the last ADD/DEL (where the time went: tapnet vs plugins). */
   lastTiming: CallTiming | undefined;
 
+  /** `hostNsFd`: the namespace exec'd plugins start in (their "host"), asked at each call; default ours. */
+  constructor(private readonly hostNsFd?: () => number | undefined) {}
+
   runtime(c: CniNetworkConfig): CniRuntime {
     const key = `${c.pluginPaths.join(':')}|${c.cacheDir}`;
     let rt = this.runtimes.get(key);
     if (!rt) {
-      rt = new CniRuntime({ pluginPaths: c.pluginPaths, cacheDir: c.cacheDir, inProcessPlugins, timeoutMs: c.timeoutMs });
+      const executor = this.hostNsFd ? defaultPluginExecutor({ hostNsFd: this.hostNsFd }) : undefined;
+      rt = new CniRuntime({ pluginPaths: c.pluginPaths, cacheDir: c.cacheDir, inProcessPlugins, timeoutMs: c.timeoutMs, ...(executor ? { executor } : {}) });
       this.runtimes.set(key, rt);
     }
     return rt;

@@ -83,8 +83,8 @@ export class NetworkManager {
     repairs: 0,
   };
   private closed = false;
-  /** CNI runtimes for networks in CNI mode. */
-  readonly cni = new CniModes();
+  /** CNI runtimes for networks in CNI mode; exec'd plugins start in the managed namespace (their host). */
+  readonly cni = new CniModes(() => this.ns?.fd);
 
   private constructor(
     readonly config: ResolvedConfig,
