@@ -68,6 +68,12 @@ export interface QemuVmOptions {
   readyTimeoutMs?: number;
   /** Every console line, as it arrives. */
   onConsoleLine?: (line: string) => void;
+  /**
+   * Run QEMU as this user and group, without capabilities (spawn's setgid/setuid; supplementary groups
+   * dropped). With the TAP passed as an fd QEMU needs no privilege at all; it must be able to read the
+   * kernel and initramfs.
+   */
+  runAs?: { uid: number; gid: number };
 }
 
 /** How QEMU ended. */
@@ -144,7 +150,13 @@ export class QemuVm {
       ...(o.extraKernelArgs ? { extraKernelArgs: o.extraKernelArgs } : {}),
     });
     const stdio: ('pipe' | number)[] = ['pipe', 'pipe', 'pipe', ...net.fds];
-    const doSpawn = () => spawn(qemu, argv, { stdio });
+    const ids = o.runAs
+      ? {
+          uid: validateInt(o.runAs.uid, 'runAs.uid', 0, 0xfffffffe),
+          gid: validateInt(o.runAs.gid, 'runAs.gid', 0, 0xfffffffe),
+        }
+      : {};
+    const doSpawn = () => spawn(qemu, argv, { stdio, ...ids });
     let child: ChildProcess;
     if (net.netns) {
       // The child inherits the calling thread's namespace at fork: enter, fork, return (all synchronous).

@@ -5,15 +5,15 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { NetworkManager } from '../../src/manager/manager.js';
 import type { NetworkInfo } from '../../src/manager/types.js';
 import { createVeth, findLink } from '../../src/net/link.js';
 import { createNetns, deleteNetns, type Netns } from '../../src/net/netns.js';
-import { guestFixtureSkipReason } from '../../src/vm/fixture.js';
+import { guestFixtureSkipReason, loadGuestFixture } from '../../src/vm/fixture.js';
 import { QemuVm } from '../../src/vm/qemu.js';
 import { makeTestNetns, privSkipReason, type TestNetns } from '../helpers/priv.js';
 
@@ -25,6 +25,20 @@ function qemuSkipReason(): string | undefined {
 }
 
 const skip = privSkipReason() ?? qemuSkipReason() ?? guestFixtureSkipReason();
+
+/** Whether user nobody can read the guest fixture (every directory above it searchable by others). */
+function nobodyCanReadFixture(): boolean {
+  const fixture = loadGuestFixture();
+  for (const file of [fixture.kernel, fixture.initrd]) {
+    if ((statSync(file).mode & 0o004) === 0) return false;
+    for (let d = dirname(file); ; d = dirname(d)) {
+      if ((statSync(d).mode & 0o001) === 0) return false;
+      if (d === '/') break;
+    }
+  }
+  return true;
+}
+const asNobody = !skip && nobodyCanReadFixture();
 
 /** `ip netns exec <ns> node -e <code>`: a client on the host side of the bridge, in the test's namespace. */
 function nodeIn(ns: string, code: string, timeoutMs = 10_000): Promise<string> {
@@ -99,7 +113,13 @@ describe('microVMs in direct mode (QEMU; TAP by fd and by name)', { skip }, () =
     // Boot all in parallel.
     const started = await Promise.allSettled(
       plan.map(([id, , machine, mode]) =>
-        QemuVm.start({ name: id, machine, network: { mode, info: infos.get(id)! } }),
+        QemuVm.start({
+          name: id,
+          machine,
+          network: { mode, info: infos.get(id)! },
+          // With the TAP passed as an fd, QEMU needs no privilege: run one as nobody.
+          ...(id === 'vm-a0' && asNobody ? { runAs: { uid: 65534, gid: 65534 } } : {}),
+        }),
       ),
     );
     started.forEach((s, i) => {
@@ -142,6 +162,14 @@ describe('microVMs in direct mode (QEMU; TAP by fd and by name)', { skip }, () =
       );
       assert.doesNotMatch(v.argv.join(' '), /vhost=on/, 'no vhost-net on this host');
     }
+  });
+
+  const nobodySkip = asNobody ? undefined : 'user nobody cannot read the guest fixture in this checkout';
+  it('with the TAP passed as an fd, QEMU runs as nobody without capabilities', { skip: nobodySkip }, () => {
+    const status = readFileSync(`/proc/${vm('vm-a0').pid}/status`, 'utf8');
+    assert.match(status, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m);
+    assert.match(status, /^CapEff:\s+0+$/m);
+    assert.match(status, /^CapPrm:\s+0+$/m);
   });
 
   it('VM to VM across the bridge', async () => {
