@@ -6,13 +6,16 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { DaemonClient } from '../../src/daemon/client.js';
-import { tryLockFile, unlockFile } from '../../src/store/locks.js';
+import { resolveConfig } from '../../src/manager/config.js';
+import { VM_RECORD_SCHEMA } from '../../src/manager/manager.js';
+import type { VmRecord } from '../../src/manager/types.js';
+import { openStore } from '../../src/store/index.js';
 import { makeTestNetns, privSkipReason, type TestNetns } from '../helpers/priv.js';
 import { type DaemonHarness, logLines, startDaemon } from './api-harness.js';
 
@@ -251,12 +254,13 @@ describe('tapnet serve: the API over its Unix socket', { skip }, () => {
     const before = links()
       .map((l) => l.ifname)
       .sort();
-    // Hold the VM's lock (the store's flock) so its ensure is in flight for as long as we want.
-    const lockDir = join(d.stateDir, 'locks', 'vm');
-    mkdirSync(lockDir, { recursive: true });
-    const lockPath = join(lockDir, 'held.lock');
-    const lock = tryLockFile(lockPath)!;
-    assert.ok(lock !== undefined);
+    // Hold the VM's lock through the same store the daemon uses, so its ensure is in flight for as long as we want.
+    const store = await openStore<VmRecord>({
+      backend: resolveConfig({ stateDir: d.stateDir }).storeBackend,
+      dir: d.stateDir,
+      schema: VM_RECORD_SCHEMA,
+    });
+    const lock = await store.locks.acquire('vm', 'held');
     const held = d.call('PUT', '/v1/vms/held');
     await new Promise((r) => setTimeout(r, 300));
     d.proc.kill('SIGTERM');
@@ -267,7 +271,8 @@ describe('tapnet serve: the API over its Unix socket', { skip }, () => {
     );
     assert.ok(late === 503 || late === 'ECONNREFUSED' || late === 'ENOENT', `a call after SIGTERM: ${late}`);
     assert.equal(d.proc.exitCode, null, 'still running while a call is in flight');
-    unlockFile(lockPath, lock);
+    lock.release();
+    await store.close?.();
     const r = await held;
     assert.equal(r.status, 200, r.text);
     assert.equal(await d.exited, 0);
@@ -278,5 +283,33 @@ describe('tapnet serve: the API over its Unix socket', { skip }, () => {
       'every TAP stays, the finished call’s too',
     );
     assert.ok(logLines(d.logs()).some((l) => l.op === 'shutdown' && l.outcome === 'ok'));
+  });
+});
+
+describe('tapnet serve with daemon.keepNetworksOnExit: false', { skip }, () => {
+  let t: TestNetns;
+  let d: DaemonHarness;
+  before(async () => {
+    t = makeTestNetns('apikeep');
+    d = await startDaemon(t, {
+      tag: 'apikeep',
+      config: {
+        defaultNetwork: 'k',
+        networks: { k: { bridge: 'tnkeep0', subnet4: '198.18.42.0/24' } },
+        daemon: { keepNetworksOnExit: false },
+      },
+    });
+  });
+  after(() => {
+    d?.cleanup();
+    t?.destroy();
+  });
+
+  it('SIGTERM releases every VM before exiting', async () => {
+    for (const id of ['k1', 'k2', 'k3']) assert.equal((await d.call('PUT', `/v1/vms/${id}`)).status, 200);
+    assert.equal(t.ipJson<unknown[]>('link', 'show', 'type', 'tun').length, 3);
+    assert.equal(await d.stop('SIGTERM'), 0);
+    assert.equal(t.ipJson<unknown[]>('link', 'show', 'type', 'tun').length, 0);
+    assert.ok(logLines(d.logs()).some((l) => l.op === 'shutdown' && l.released === 3));
   });
 });
