@@ -15,7 +15,7 @@ import { ensureAddress } from '../src/net/addr.js';
 import { createVeth, deleteLink, findLink, listLinks, setLink } from '../src/net/link.js';
 import { createNetns, deleteNetns, listNetns, type Netns } from '../src/net/netns.js';
 import { NetlinkSocket } from '../src/netlink/socket.js';
-import { loadGuestFixture } from '../src/vm/fixture.js';
+import { guestFixtureWorldReadable, loadGuestFixture } from '../src/vm/fixture.js';
 import { QemuVm } from '../src/vm/qemu.js';
 
 if (process.env.TAPNET_SANDBOX !== '1') {
@@ -169,10 +169,19 @@ async function main(): Promise<number> {
       rows.push({ info, state: 'network ready' });
       console.log(`  ensure ${id}: ${info.ipv4} on ${info.tap} in ${(performance.now() - t).toFixed(1)} ms`);
     }
+    // The TAP is passed as an fd: QEMU needs no privilege, so it runs as nobody when it can read the guest.
+    const runAs = guestFixtureWorldReadable(fixture) ? { uid: 65534, gid: 65534 } : undefined;
+    console.log(
+      `  QEMU runs as ${runAs ? 'user nobody, without capabilities' : 'root (user nobody cannot read the guest files here)'}`,
+    );
     const live = liveTable(m.nl, rows);
     const boots = rows.map(async (r) => {
       r.state = 'booting';
-      r.vm = await QemuVm.start({ name: r.info.vmId, network: { mode: 'fd', info: r.info } });
+      r.vm = await QemuVm.start({
+        name: r.info.vmId,
+        network: { mode: 'fd', info: r.info },
+        ...(runAs ? { runAs } : {}),
+      });
       r.state = `running (${(r.vm.readyMs / 1000).toFixed(1)} s)`;
     });
     const results = await Promise.allSettled(boots);

@@ -3,7 +3,7 @@
  * kernel (vmlinux, booted through PVH) and an uncompressed newc initramfs whose /init configures eth0 from
  * the kernel's `ip=` argument, serves `tapnet guest <name>` over HTTP on port 80 and prints ready markers.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TapnetError } from '../errors.js';
@@ -111,4 +111,19 @@ export function guestFixtureSkipReason(dir: string = defaultGuestDir()): string 
   } catch (e) {
     return e instanceof Error ? e.message : String(e);
   }
+}
+
+/**
+ * Whether any user can read the fixture's kernel and initramfs (files readable by others, every directory
+ * above them searchable by others): then QEMU can run as an unprivileged user (QemuVmOptions.runAs).
+ */
+export function guestFixtureWorldReadable(fixture: GuestFixture): boolean {
+  for (const file of [fixture.kernel, fixture.initrd]) {
+    if ((statSync(file).mode & 0o004) === 0) return false;
+    for (let d = dirname(file); ; d = dirname(d)) {
+      if ((statSync(d).mode & 0o001) === 0) return false;
+      if (d === dirname(d)) break;
+    }
+  }
+  return true;
 }

@@ -5,15 +5,15 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { NetworkManager } from '../../src/manager/manager.js';
 import type { NetworkInfo } from '../../src/manager/types.js';
 import { createVeth, findLink } from '../../src/net/link.js';
 import { createNetns, deleteNetns, type Netns } from '../../src/net/netns.js';
-import { guestFixtureSkipReason, loadGuestFixture } from '../../src/vm/fixture.js';
+import { guestFixtureSkipReason, guestFixtureWorldReadable, loadGuestFixture } from '../../src/vm/fixture.js';
 import { QemuVm } from '../../src/vm/qemu.js';
 import { makeTestNetns, privSkipReason, type TestNetns } from '../helpers/priv.js';
 
@@ -26,19 +26,7 @@ function qemuSkipReason(): string | undefined {
 
 const skip = privSkipReason() ?? qemuSkipReason() ?? guestFixtureSkipReason();
 
-/** Whether user nobody can read the guest fixture (every directory above it searchable by others). */
-function nobodyCanReadFixture(): boolean {
-  const fixture = loadGuestFixture();
-  for (const file of [fixture.kernel, fixture.initrd]) {
-    if ((statSync(file).mode & 0o004) === 0) return false;
-    for (let d = dirname(file); ; d = dirname(d)) {
-      if ((statSync(d).mode & 0o001) === 0) return false;
-      if (d === '/') break;
-    }
-  }
-  return true;
-}
-const asNobody = !skip && nobodyCanReadFixture();
+const asNobody = !skip && guestFixtureWorldReadable(loadGuestFixture());
 
 /** `ip netns exec <ns> node -e <code>`: a client on the host side of the bridge, in the test's namespace. */
 function nodeIn(ns: string, code: string, timeoutMs = 10_000): Promise<string> {
