@@ -43,13 +43,16 @@ describe('configuration loading: file, then TAPNET_* environment, then flags', (
     assert.equal(c.config.stateDir, '/var/lib/tapnet');
     assert.deepEqual([...c.resolved.networks.keys()], ['default']);
     assert.equal(sourceOf(c.sources, 'api.socket'), 'default');
-    assert.deepEqual(Object.keys(managerPart(c.config)).sort(), [
-      'defaultNetwork',
-      'firewall',
-      'networks',
-      'stateDir',
-      'tapPrefix',
-    ]);
+    const mp = Object.keys(managerPart(c.config));
+    for (const k of ['api', 'log', 'daemon']) assert.ok(!mp.includes(k), `${k} is the daemon's`);
+    for (const k of ['stateDir', 'networks', 'defaultNetwork', 'firewall'])
+      assert.ok(mp.includes(k), `${k} is the manager's`);
+    assert.deepEqual(
+      mp.sort(),
+      Object.keys(c.config)
+        .filter((k) => !['api', 'log', 'daemon'].includes(k))
+        .sort(),
+    );
   });
 
   it('the first default file that exists is read', () => {
