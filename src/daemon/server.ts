@@ -132,8 +132,9 @@ export class Daemon {
     return this.state === 'draining' || this.state === 'closed';
   }
 
+  /** Let every idle() waiter re-check its own condition (calls only, or calls and requests). */
   private wakeIdle(): void {
-    if (this.calls === 0 && this.requests === 0) for (const w of this.idleWaiters.splice(0)) w();
+    for (const w of this.idleWaiters.splice(0)) w();
   }
 
   /** Resolves when no call (and, with `requests`, no request) is in flight, or after `ms`. */
@@ -141,9 +142,15 @@ export class Daemon {
     const isIdle = () => this.calls === 0 && (!requests || this.requests === 0);
     if (isIdle()) return Promise.resolve(true);
     return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), ms);
+      let done = false;
+      const timer = setTimeout(() => {
+        done = true;
+        resolve(false);
+      }, ms);
       const check = () => {
+        if (done) return;
         if (isIdle()) {
+          done = true;
           clearTimeout(timer);
           resolve(true);
         } else this.idleWaiters.push(check);
@@ -270,12 +277,6 @@ export class Daemon {
       server.listen(hp.port, hp.host, () => resolve());
     });
     this.servers.push(server);
-  }
-
-  /** The TCP listener's port (tests listening on port 0 are not supported by the schema; for logs). */
-  get tcpPort(): number | undefined {
-    const a = this.servers[1]?.address();
-    return typeof a === 'object' && a ? a.port : undefined;
   }
 
   private installSignals(): void {

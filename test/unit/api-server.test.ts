@@ -107,6 +107,32 @@ describe('daemon lifecycle (fake service)', () => {
     rmSync(f.dir, { recursive: true, force: true });
   });
 
+  it('reload waits for the calls in flight only; calls arriving meanwhile wait and go to the new service', async () => {
+    const f = await startFakeDaemon();
+    try {
+      let release!: () => void;
+      f.api.hold = new Promise<void>((r) => (release = r));
+      const inflight = request(f.socket, 'PUT', '/v1/vms/before');
+      await new Promise((r) => setTimeout(r, 30));
+      writeFileSync(f.configFile, `stateDir: ${f.dir}/other\n`);
+      const reloading = f.daemon.reload();
+      await new Promise((r) => setTimeout(r, 30));
+      assert.deepEqual((await request(f.socket, 'GET', '/readyz')).json, { status: 'reloading' });
+      const waiting = request(f.socket, 'PUT', '/v1/vms/after');
+      await new Promise((r) => setTimeout(r, 30));
+      const t0 = Date.now();
+      release();
+      assert.equal((await inflight).status, 200);
+      await reloading;
+      assert.ok(Date.now() - t0 < 2000, 'the reload did not wait for the calls queued behind it');
+      assert.equal((await waiting).status, 200);
+      assert.ok(f.opened[0]!.vms.has('before'));
+      assert.ok(f.opened[1]!.vms.has('after'), 'served by the new service');
+    } finally {
+      await f.stop();
+    }
+  });
+
   it('reload: a changed manager configuration opens a new service; a broken file keeps the old one', async () => {
     const f = await startFakeDaemon();
     try {
