@@ -23,6 +23,8 @@ import {
 import { dirname, join, posix } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
+import { Cpio } from './cpio.mjs';
+import { extractVmlinux } from './lz4.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -35,6 +37,8 @@ const KERNEL_META = 'linux-image-cloud-amd64';
 /** Modules the guest needs; their dependencies come from each module's .modinfo `depends=`. */
 const ROOT_MODULES = ['virtio_mmio', 'virtio_pci', 'virtio_net'];
 const BUSYBOX = '/bin/busybox';
+/** The builder itself: a change to any of these rebuilds the fixture. */
+const BUILDER_FILES = ['build.mjs', 'lz4.mjs', 'cpio.mjs'];
 const IPERF3 = '/usr/bin/iperf3';
 
 const log = (m) => process.stderr.write(`guest: ${m}\n`);
@@ -82,81 +86,6 @@ function iperfFiles() {
     if (m) libs.push(m[1]);
   }
   return [IPERF3, ...libs];
-}
-
-// ---- LZ4 (legacy frame, as the kernel's compressed payload uses) ----
-
-const LZ4_LEGACY_MAGIC = 0x184c2102;
-const LZ4_LEGACY_BLOCK = 8 << 20;
-
-/** Decompress one LZ4 block src[start, end) into a fresh buffer of at most `max` bytes. */
-function lz4Block(src, start, end, max) {
-  const out = Buffer.allocUnsafe(max);
-  let i = start;
-  let o = 0;
-  const len = (n) => {
-    let v = n;
-    let b;
-    do {
-      if (i >= end) throw new Error('truncated length');
-      b = src[i++];
-      v += b;
-    } while (b === 255);
-    return v;
-  };
-  while (i < end) {
-    const token = src[i++];
-    let lit = token >> 4;
-    if (lit === 15) lit = len(lit);
-    if (i + lit > end || o + lit > max) throw new Error('literal run out of bounds');
-    src.copy(out, o, i, i + lit);
-    i += lit;
-    o += lit;
-    if (i >= end) break; // the last sequence has literals only
-    const off = src[i] | (src[i + 1] << 8);
-    i += 2;
-    let ml = token & 15;
-    if (ml === 15) ml = len(ml);
-    ml += 4;
-    const m = o - off;
-    if (off === 0 || m < 0 || o + ml > max) throw new Error('match out of bounds');
-    if (off >= ml) out.copy(out, o, m, m + ml);
-    else for (let k = 0; k < ml; k++) out[o + k] = out[m + k];
-    o += ml;
-  }
-  return out.subarray(0, o);
-}
-
-/** A legacy LZ4 stream starting at `pos` (its magic): blocks until the data stops looking like blocks. */
-function lz4Legacy(buf, pos) {
-  const bound = LZ4_LEGACY_BLOCK + Math.floor(LZ4_LEGACY_BLOCK / 255) + 16;
-  const parts = [];
-  let i = pos + 4;
-  while (i + 4 <= buf.length) {
-    const size = buf.readUInt32LE(i);
-    if (size === LZ4_LEGACY_MAGIC) {
-      i += 4;
-      continue;
-    }
-    if (size === 0 || size > bound || i + 4 + size > buf.length) break; // e.g. the appended size field
-    parts.push(lz4Block(buf, i + 4, i + 4 + size, LZ4_LEGACY_BLOCK));
-    i += 4 + size;
-  }
-  return Buffer.concat(parts);
-}
-
-/** The ELF vmlinux inside a bzImage: try every LZ4 magic until one decompresses to an ELF image. */
-function extractVmlinux(bz) {
-  const magic = Buffer.from([0x02, 0x21, 0x4c, 0x18]);
-  for (let at = bz.indexOf(magic); at >= 0; at = bz.indexOf(magic, at + 1)) {
-    try {
-      const out = lz4Legacy(bz, at);
-      if (out.length > 4 && out.readUInt32BE(0) === 0x7f454c46) return out;
-    } catch {
-      // not a stream after all: keep scanning
-    }
-  }
-  fail('no LZ4-compressed ELF payload in the bzImage (is the kernel still CONFIG_KERNEL_LZ4?)');
 }
 
 // ---- kernel modules ----
@@ -236,60 +165,6 @@ function resolveModules(modRoot) {
   return order;
 }
 
-// ---- newc cpio ----
-
-class Cpio {
-  chunks = [];
-  ino = 1;
-  dirs = new Set();
-  /** One entry; `path` without a leading '/'. */
-  add(path, mode, data = Buffer.alloc(0), rdev = [0, 0]) {
-    const name = Buffer.from(`${path}\0`);
-    const fields = [
-      this.ino++,
-      mode,
-      0,
-      0,
-      (mode & 0o170000) === 0o040000 ? 2 : 1,
-      0,
-      data.length,
-      0,
-      0,
-      rdev[0],
-      rdev[1],
-      name.length,
-      0,
-    ];
-    const header = Buffer.from(`070701${fields.map((f) => f.toString(16).padStart(8, '0')).join('')}`);
-    this.chunks.push(header, name, pad(header.length + name.length), data, pad(data.length));
-  }
-  dir(path) {
-    const parts = path.split('/');
-    for (let i = 1; i <= parts.length; i++) {
-      const p = parts.slice(0, i).join('/');
-      if (this.dirs.has(p)) continue;
-      this.dirs.add(p);
-      this.add(p, 0o040755);
-    }
-  }
-  file(path, data, mode = 0o644) {
-    this.dir(posix.dirname(path));
-    this.add(path, 0o100000 | mode, data);
-  }
-  symlink(path, target) {
-    this.dir(posix.dirname(path));
-    this.add(path, 0o120777, Buffer.from(target));
-  }
-  done() {
-    this.add('TRAILER!!!', 0);
-    return Buffer.concat(this.chunks);
-  }
-}
-
-function pad(n) {
-  return Buffer.alloc((4 - (n % 4)) % 4);
-}
-
 // ---- build ----
 
 function writeAtomic(path, data) {
@@ -320,7 +195,7 @@ function main() {
     sha256(
       JSON.stringify({ kernel: k, roots: ROOT_MODULES, files: fileHashes }),
       initScript,
-      readFileSync(fileURLToPath(import.meta.url)),
+      ...BUILDER_FILES.map((f) => readFileSync(join(here, f))),
     );
   let key = inputsKey(kernel);
   if (!FORCE && old?.key === key && existsSync(join(OUT, old.kernel)) && existsSync(join(OUT, old.initrd))) {
