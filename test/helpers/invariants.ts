@@ -104,8 +104,11 @@ async function checkDirect(
   const byName = new Map(links.map((l) => [l.name, l]));
   const nets = [...m.config.networks.values()].filter((n) => n.mode === 'direct');
   const bridges = new Map<string, Link | undefined>(nets.map((n) => [n.name, findLink(m.nl, n.bridge)]));
-  for (const n of nets)
-    if (!bridges.get(n.name)) v.push(`network: bridge ${n.bridge} of ${n.name} is missing`);
+  for (const n of nets) {
+    // Networks are set up on first use: a bridge must exist once a VM is on it.
+    const used = records.some((r) => r.network === n.name);
+    if (used && !bridges.get(n.name)) v.push(`network: bridge ${n.bridge} of ${n.name} is missing`);
+  }
   const routes4 = listRoutes(m.nl, 4);
   const routes6 = nets.some((n) => n.subnet6) ? listRoutes(m.nl, 6) : [];
   const ports = m.firewall.listVms();

@@ -124,7 +124,7 @@ describe('crash injection (fast): direct mode, bridge + routed', { skip }, () =>
   let jenv: TortureEnv;
   before(() => {
     env = directEnv('tfc', 100);
-    jenv = directEnv('tfj', 104);
+    jenv = directEnv('tfj', 104, 8, 'journal');
   });
   after(() => {
     env?.destroy();

@@ -13,11 +13,10 @@ import { fileURLToPath } from 'node:url';
 import { toTapnetError } from '../../src/errors.js';
 import { firecrackerConflist, writeConflist } from '../../src/manager/cni-conflist.js';
 import type { ManagerConfigInput } from '../../src/manager/config.js';
-import { type ManagerOptions, NetworkManager, VM_RECORD_SCHEMA } from '../../src/manager/manager.js';
+import { type ManagerOptions, NetworkManager } from '../../src/manager/manager.js';
 import { deleteLink, findLink } from '../../src/net/link.js';
 import { closeTapFds } from '../../src/net/tap.js';
 import { NetlinkSocket } from '../../src/netlink/socket.js';
-import { openJournalStore } from '../../src/store/journal.js';
 import { makeTestNetns, type TestNetns } from '../helpers/priv.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -48,12 +47,13 @@ let envCounter = 0;
  * Direct mode: network `br` (bridge, 198.18.<o>.0/24) and `rt` (routed, 198.18.<o+1>.0/24 and a ULA /64)
  * in a fresh namespace; `n` VM ids alternating between them.
  */
-export function directEnv(tag: string, octet: number, n = 8): TortureEnv {
+export function directEnv(tag: string, octet: number, n = 8, backend: Backend = 'files'): TortureEnv {
   const t = makeTestNetns(tag);
   const dir = mkdtempSync(join(tmpdir(), `tapnet-${tag}-`));
   const k = envCounter++;
   const config: ManagerConfigInput = {
     stateDir: join(dir, 'state'),
+    storeBackend: backend,
     netns: t.ns.path,
     defaultNetwork: 'br',
     networks: {
@@ -85,7 +85,7 @@ export function directEnv(tag: string, octet: number, n = 8): TortureEnv {
  * (in-process), the plugins copied from /usr/lib/cni into the temp dir. The plugins' host side is this
  * process's namespace (the sandbox's): the bridge is removed by destroy().
  */
-export function cniEnv(tag: string, octet: number, n = 6): TortureEnv {
+export function cniEnv(tag: string, octet: number, n = 6, backend: Backend = 'files'): TortureEnv {
   const dir = mkdtempSync(join(tmpdir(), `tapnet-${tag}-`));
   const k = `${process.pid % 10000}${envCounter++}`;
   const bridge = `tcb${k}`.slice(0, 15);
@@ -103,6 +103,7 @@ export function cniEnv(tag: string, octet: number, n = 6): TortureEnv {
   );
   const config: ManagerConfigInput = {
     stateDir: join(dir, 'state'),
+    storeBackend: backend,
     defaultNetwork: 'fc',
     networks: {
       fc: {
@@ -135,21 +136,16 @@ export function cniEnv(tag: string, octet: number, n = 6): TortureEnv {
   };
 }
 
-/** Open a manager over an environment with the given backend (what a restarted process does). */
-export async function openManager(
+/**
+ * Open a manager over an environment (what a restarted process does), with the store backend of the
+ * environment's configuration unless `backend` says otherwise.
+ */
+export function openManager(
   env: TortureEnv,
-  backend: Backend = 'files',
+  backend?: Backend,
   options: ManagerOptions = {},
 ): Promise<NetworkManager> {
-  if (backend === 'files') return NetworkManager.open(env.config, options);
-  const store = await openJournalStore({ dir: env.config.stateDir!, schema: VM_RECORD_SCHEMA });
-  const m = await NetworkManager.open(env.config, { ...options, store });
-  const close = m.close.bind(m);
-  m.close = async () => {
-    await close();
-    store.close();
-  };
-  return m;
+  return NetworkManager.open({ ...env.config, ...(backend ? { storeBackend: backend } : {}) }, options);
 }
 
 /** What a worker does (test/torture/worker.ts); passed as JSON in argv[2]. */

@@ -7,9 +7,8 @@
  * Runs only with TORTURE_WORKER=1 (node --test may load every file of this directory).
  */
 import { isTapnetError, toTapnetError } from '../../src/errors.js';
-import { NetworkManager, VM_RECORD_SCHEMA } from '../../src/manager/manager.js';
+import { NetworkManager } from '../../src/manager/manager.js';
 import { closeTapFds } from '../../src/net/tap.js';
-import { openJournalStore } from '../../src/store/journal.js';
 import type { WorkerSpec } from './harness.js';
 
 /** Codes a worker may legitimately get while other processes work on the same VMs and addresses. */
@@ -23,11 +22,7 @@ const EXPECTED = new Set([
 
 async function main(): Promise<void> {
   const spec = JSON.parse(process.argv[2]!) as WorkerSpec;
-  const store =
-    spec.backend === 'journal'
-      ? await openJournalStore({ dir: spec.config.stateDir!, schema: VM_RECORD_SCHEMA })
-      : undefined;
-  const m = await NetworkManager.open(spec.config, store ? { store } : {});
+  const m = await NetworkManager.open({ ...spec.config, storeBackend: spec.backend });
   if (spec.reconcileFirst) await m.reconcile();
   process.stdout.write('ready\n');
   const held = new Map<string, number[]>();
@@ -72,7 +67,6 @@ async function main(): Promise<void> {
   }
   for (const fds of held.values()) await closeTapFds(fds);
   await m.close();
-  store?.close();
   process.stdout.write(`done ${JSON.stringify({ ops, errors })}\n`);
   process.stdout.write('', () => process.exit(0));
 }
