@@ -29,7 +29,7 @@ const PACKAGES = {
     'iptables',
     ...VM_PACKAGES,
   ],
-  demo: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins', ...VM_PACKAGES],
+  demo: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins', 'iptables', ...VM_PACKAGES],
   bench: [
     'libnftables1',
     'nftables',

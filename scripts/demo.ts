@@ -13,8 +13,11 @@ import { NetworkManager } from '../src/manager/manager.js';
 import type { NetworkInfo } from '../src/manager/types.js';
 import { ensureAddress } from '../src/net/addr.js';
 import { createVeth, deleteLink, findLink, listLinks, setLink } from '../src/net/link.js';
-import { createNetns, deleteNetns, listNetns, type Netns } from '../src/net/netns.js';
+import { createNetns, deleteNetns, listNetns, type Netns, openNetns } from '../src/net/netns.js';
+import { DEFAULT_NETWORK } from '../src/manager/config.js';
+import { firecrackerConflist, writeConflist } from '../src/manager/cni-conflist.js';
 import { NetlinkSocket } from '../src/netlink/socket.js';
+import type { LinkStats } from '../src/netlink/stats.js';
 import { guestFixtureWorldReadable, loadGuestFixture } from '../src/vm/fixture.js';
 import { QemuVm } from '../src/vm/qemu.js';
 
@@ -28,11 +31,15 @@ const UPSTREAM_NS = 'tapnet-demo-upstream';
 const UPSTREAM_IP = '198.19.255.2';
 const UPSTREAM_HOST_SIDE = '198.19.255.1/24';
 const VM_IDS = ['web-1', 'web-2', 'web-3'];
+/** The 4th VM: CNI mode, Debian's bridge plugin (host-local IPAM) → tapnet's tc-redirect-tap, in-process. */
+const CNI_VM = 'fc-1';
+const CNI_BRIDGE = 'fcbr0';
+const CNI_SUBNET = '198.18.64.0/24';
 const tty = process.stdout.isTTY === true;
 const t0 = performance.now();
 const secs = (t: number) => `${((performance.now() - t) / 1000).toFixed(1)} s`;
 const c = (code: string, s: string) => (tty ? `\x1b[${code}m${s}\x1b[0m` : s);
-const step = (n: number, s: string) =>
+const step = (n: number | string, s: string) =>
   console.log(`\n${c('1', `[${n}] ${s}`)}  ${c('2', `(t+${secs(t0)})`)}`);
 const ok = (s: string) => console.log(`  ${c('32', '✓')} ${s}`);
 const bad = (s: string) => console.log(`  ${c('31', '✗')} ${s}`);
@@ -56,7 +63,7 @@ function fmtBytes(n: number | undefined): string {
 function table(nl: NetlinkSocket, rows: Row[]): string[] {
   const head = ['VM', 'IP', 'MAC', 'TAP', 'STATE', 'RX (guest)', 'TX (guest)'];
   const body = rows.map((r) => {
-    const s = findLink(nl, r.info.tap)?.stats;
+    const s = (r.info.mode === 'cni' ? statsInNetns(r.info) : findLink(nl, r.info.tap)?.stats) ?? undefined;
     return [
       r.info.vmId,
       r.info.ipv4 ?? '-',
@@ -71,6 +78,22 @@ function table(nl: NetlinkSocket, rows: Row[]): string[] {
   return [head, ...body].map((r, j) =>
     `  ${r.map((x, i) => x.padEnd(w[i]!)).join('  ')}`.replace(/^(.*)$/, j === 0 ? c('2', '$1') : '$1'),
   );
+}
+
+/** A CNI VM's TAP lives in its own namespace: read its counters with a socket opened there. */
+function statsInNetns(info: NetworkInfo): LinkStats | undefined {
+  try {
+    const ns = openNetns(info.netns!);
+    const nl = NetlinkSocket.open({ nsFd: ns.fd });
+    try {
+      return findLink(nl, info.tap)?.stats;
+    } finally {
+      nl.close();
+      ns.close();
+    }
+  } catch {
+    return undefined;
+  }
 }
 
 /** Print the table; on a terminal, redraw it in place until stop(). */
@@ -149,7 +172,19 @@ async function main(): Promise<number> {
 
   step(1, 'start tapnet with its defaults');
   rmSync(STATE_DIR, { recursive: true, force: true });
-  const m = await NetworkManager.open({ stateDir: STATE_DIR }, { reconcile: true });
+  // tapnet's defaults, plus a network in CNI mode for the 4th VM.
+  const confDir = `${STATE_DIR}/net.d`;
+  writeConflist(confDir, firecrackerConflist({ subnet: CNI_SUBNET, bridge: CNI_BRIDGE, dataDir: `${STATE_DIR}/cni-ipam` }));
+  const m = await NetworkManager.open(
+    {
+      stateDir: STATE_DIR,
+      networks: {
+        default: DEFAULT_NETWORK,
+        fc: { mode: 'cni', cni: { network: 'fcnet', confDir, cacheDir: `${STATE_DIR}/cni-cache` } },
+      },
+    },
+    { reconcile: true },
+  );
   const net = m.network();
   m.ensureNetwork(net);
   console.log(
@@ -195,10 +230,32 @@ async function main(): Promise<number> {
       ),
     );
 
-    // TODO(CNI mode): boot a 4th VM in CNI mode here once tapnet's CNI plugin chain lands: bridge → tapnet's
-    // tc-redirect-tap gives a namespace path and a TAP name; start it with
-    //   QemuVm.start({ name: 'cni-1', network: { mode: 'cni', netns, guest: { vmId, ifname: tap, mac, ipv4, gateway4, dns, mtu } } })
-    // and add it to `rows` (its TAP lives in that namespace: read its stats with a socket opened there).
+    step('2b', `a 4th VM in CNI mode: namespace + bridge ${CNI_BRIDGE} → tc-redirect-tap (in-process), QEMU inside the namespace`);
+    {
+      const t = performance.now();
+      const info = await m.ensure(CNI_VM, { network: 'fc' });
+      console.log(`  ensure ${CNI_VM}: ${info.ipv4} on ${info.tap} in ${info.netns} in ${(performance.now() - t).toFixed(1)} ms`);
+      const row: Row = { info, state: 'booting' };
+      rows.push(row);
+      row.vm = await QemuVm.start({
+        name: CNI_VM,
+        network: {
+          mode: 'cni',
+          netns: info.netns!,
+          guest: {
+            vmId: CNI_VM,
+            ifname: info.tap,
+            mac: info.mac,
+            ...(info.ipv4 ? { ipv4: info.ipv4 } : {}),
+            ...(info.gateway4 ? { gateway4: info.gateway4 } : {}),
+            dns: info.dns,
+            mtu: info.mtu,
+          },
+        },
+      });
+      row.state = `running (${(row.vm.readyMs / 1000).toFixed(1)} s)`;
+      ok(`${CNI_VM} booted in ${(row.vm.readyMs / 1000).toFixed(1)} s`);
+    }
 
     step(3, "fetch each VM's web page from the host side");
     await up.ready;
@@ -250,7 +307,7 @@ async function main(): Promise<number> {
       }),
     );
     console.log(`  QEMU stopped (${rows.filter((r) => r.vm).length} VMs)`);
-    const rel = await m.releaseMany(VM_IDS);
+    const rel = await m.releaseMany([...VM_IDS, CNI_VM]);
     console.log(
       `  released ${rel.released.length} VM networks${rel.failed.length ? `, ${rel.failed.length} failed` : ''}`,
     );
@@ -261,6 +318,7 @@ async function main(): Promise<number> {
     // The network itself (bridge, firewall tables) is not per-VM state; remove it too so nothing is left.
     m.firewall.destroy();
     deleteLink(m.nl, net.bridge);
+    deleteLink(m.nl, CNI_BRIDGE); // made by the CNI bridge plugin; DEL leaves bridges in place, as it should
     console.log(`  removed the upstream namespace, the bridge ${net.bridge} and tapnet's nftables tables`);
   }
 
