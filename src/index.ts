@@ -17,3 +17,8 @@ export { renderGuestConfig, type GuestConfigs } from './manager/info.js';
 export type { EnsureOptions, NetworkInfo, ReconcileReport, ManagerMetrics, TapMode } from './manager/types.js';
 export * from './guest/index.js';
 export { createFirewall, type Firewall, type FirewallNetwork, type FirewallVm, type FirewallStatus } from './firewall/index.js';
+export { QemuVm, type QemuVmOptions, type QemuNetwork } from './vm/qemu.js';
+export { renderFirecrackerVmConfig, validateFirecrackerConfig } from './vm/firecracker.js';
+export { CniRuntime, type CniRuntimeOptions } from './cni/api.js';
+export { PodNetwork } from './manager/cni-mode.js';
+export { firecrackerConflist, writeConflist } from './manager/cni-conflist.js';
