@@ -225,7 +225,7 @@ export class NetworkManager {
     } catch (e) {
       this.counters.ensures.failed++;
       if (channels.ensure.hasSubscribers) {
-        channels.ensure.publish({ vmId, network: net.name, mode: 'direct', outcome: 'error', code: toTapnetError(e).code, durationMs: performance.now() - t0 });
+        channels.ensure.publish({ vmId, network: net.name, mode: net.mode, outcome: 'error', code: toTapnetError(e).code, durationMs: performance.now() - t0 });
       }
       throw e;
     } finally {
@@ -468,7 +468,7 @@ export class NetworkManager {
       this.counters.releases.ok++;
       this.counters.lastReleaseMs = performance.now() - t0;
       if (channels.release.hasSubscribers) {
-        channels.release.publish({ vmId, network: r.network, mode: 'direct', outcome: 'released', durationMs: this.counters.lastReleaseMs });
+        channels.release.publish({ vmId, network: r.network, mode: r.mode ?? 'direct', outcome: 'released', durationMs: this.counters.lastReleaseMs });
       }
     } catch (e) {
       this.counters.releases.failed++;
@@ -563,7 +563,7 @@ export class NetworkManager {
       report.orphanTaps.length + report.orphanNetns.length + report.incompleteRecords.length + report.recreatedTaps.length + report.orphanLeases.length + report.orphanFirewallElements.length;
     this.counters.activeVms = (await this.store.records.list()).records.length;
     if (channels.reconcile.hasSubscribers) {
-      const { orphanTaps, incompleteRecords, recreatedTaps, orphanLeases, orphanFirewallElements } = report;
+      const { orphanTaps, orphanNetns, incompleteRecords, recreatedTaps, orphanLeases, orphanFirewallElements } = report;
       channels.reconcile.publish({
         outcome: report.errors.length ? 'error' : 'ok',
         repairs: {
@@ -572,6 +572,7 @@ export class NetworkManager {
           recreatedTaps: recreatedTaps.length,
           orphanLeases: orphanLeases.length,
           orphanFirewallElements: orphanFirewallElements.length,
+          orphanNetns: orphanNetns.length,
         },
         errors: report.errors.length,
         durationMs: performance.now() - t0,
