@@ -138,14 +138,14 @@ describe('crash injection (fast): direct mode, bridge + routed', { skip }, () =>
   });
 
   it('kill -9 at random moments of library workers (files and journal backends)', async () => {
-    const kills = 24;
+    const kills = 12;
     for (let i = 0; i < kills; i++) {
       const [e, backend] = i % 3 === 2 ? [jenv, 'journal' as const] : [env, 'files' as const];
       const r = await runWorker({ config: e.config, backend, ids: e.ids }, { killAfterMs: rnd(80) });
       assert.ok(r.ready, `worker started: ${r.stderr.slice(-500)}`);
       assert.deepEqual(r.unexpected, []);
       figures.randomKills++;
-      if (i % 6 === 5) await recoverAndCheck(e, backend, `random kill ${i}`);
+      if (i % 4 === 3) await recoverAndCheck(e, backend, `random kill ${i}`);
     }
     await recoverAndCheck(env, 'files', 'random kills (files)');
     await recoverAndCheck(jenv, 'journal', 'random kills (journal)');
@@ -155,7 +155,7 @@ describe('crash injection (fast): direct mode, bridge + routed', { skip }, () =>
 
   it('kill -9 of the CLI (tapnet up/down --local) at random moments', async () => {
     const cfg = writeCliConfig(env);
-    for (let i = 0; i < 8; i++) {
+    for (let i = 0; i < 5; i++) {
       const vm = env.ids[rnd(env.ids.length)]!;
       const args =
         i % 3 === 2

@@ -10,6 +10,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, wr
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DaemonClient } from '../../src/daemon/client.js';
 import { toTapnetError } from '../../src/errors.js';
 import { firecrackerConflist, writeConflist } from '../../src/manager/cni-conflist.js';
 import type { ManagerConfigInput } from '../../src/manager/config.js';
@@ -366,3 +367,92 @@ export function haveDaemon(): boolean {
 
 /** A random integer in [0, n). */
 export const rnd = (n: number): number => Math.floor(Math.random() * n);
+
+/** A `tapnet serve` child over an environment, and a client of it. */
+export interface DaemonProc {
+  child: ChildProcess;
+  socket: string;
+  client: DaemonClient;
+  stderr: () => string;
+  /** Resolves once an API call is answered (the startup reconcile is done). */
+  ready(timeoutMs?: number): Promise<void>;
+  /** SIGKILL, and wait for the exit. */
+  kill(): Promise<void>;
+  /** SIGTERM (finishes calls in flight), and wait for the exit; resolves to the exit code. */
+  stop(): Promise<number | null>;
+}
+
+let daemonCounter = 0;
+
+/** Start `tapnet serve` over `env` with its socket in the environment's directory. */
+export function startDaemon(
+  env: TortureEnv,
+  opts: { faults?: string; tcp?: string; tokenFile?: string } = {},
+): DaemonProc {
+  const socket = join(env.dir, `api-${daemonCounter++}.sock`);
+  const cfg = writeCliConfig(env, {
+    api: {
+      socket,
+      ...(opts.tcp ? { tcp: opts.tcp } : {}),
+      ...(opts.tokenFile ? { tokenFile: opts.tokenFile } : {}),
+    },
+    log: { level: 'warn' },
+  });
+  const child = spawn(process.execPath, [CLI, '--config', cfg, 'serve'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...(opts.faults ? { TAPNET_FAULTS: opts.faults } : {}) },
+  });
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const client = new DaemonClient({ socket, timeoutMs: 30_000 });
+  return {
+    child,
+    socket,
+    client,
+    stderr: () => err,
+    async ready(timeoutMs = 20_000) {
+      const t0 = Date.now();
+      for (;;) {
+        if (child.exitCode !== null || child.signalCode !== null)
+          throw new Error(`the daemon exited: ${err}`);
+        try {
+          await client.list();
+          return;
+        } catch (e) {
+          if (Date.now() - t0 > timeoutMs) throw e;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+    },
+    async kill() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      return exited;
+    },
+  };
+}
+
+/**
+ * Start a daemon and wait until it answers; a daemon that dies while loading its modules (another
+ * engineer's build rewriting dist/ at that moment) is started again, up to 3 times.
+ */
+export async function startReadyDaemon(
+  env: TortureEnv,
+  opts: Parameters<typeof startDaemon>[1] = {},
+): Promise<DaemonProc> {
+  for (let attempt = 0; ; attempt++) {
+    const d = startDaemon(env, opts);
+    try {
+      await d.ready();
+      return d;
+    } catch (e) {
+      const loadError = /SyntaxError|ERR_MODULE_NOT_FOUND|does not provide an export/.test(d.stderr());
+      if (!loadError || attempt >= 3) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
