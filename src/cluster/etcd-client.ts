@@ -106,6 +106,8 @@ export interface TxnResult {
 export interface CallOptions {
   /** Safe to send twice (reads, claims that recognise their own earlier success). Default false. */
   idempotent?: boolean;
+  /** Use the separate connections kept for lease keep-alives, which never queue behind other calls. */
+  priority?: boolean;
 }
 
 type Json = Record<string, unknown>;
@@ -202,8 +204,11 @@ const GRPC_EXHAUSTED = 8;
 export class EtcdClient {
   readonly endpoints: readonly URL[];
   private readonly agent: http.Agent;
+  private readonly priorityAgent: http.Agent;
   private current = 0;
   private closed = false;
+  /** When an answer last arrived (any call). */
+  private lastProgress = Date.now();
   private readonly watches = new Set<EtcdWatch>();
   readonly requestTimeoutMs: number;
   readonly retryBudgetMs: number;
@@ -241,6 +246,7 @@ export class EtcdClient {
       maxSockets: options.maxSockets ?? 64,
       keepAliveMsecs: 5_000,
     });
+    this.priorityAgent = new http.Agent({ keepAlive: true, maxSockets: 4, keepAliveMsecs: 5_000 });
   }
 
   /** The endpoint calls go to now. */
@@ -301,14 +307,14 @@ export class EtcdClient {
 
   /** Grant a lease of `ttl` seconds. `POST /v3/lease/grant` (etcdctl lease grant). ID as decimal text. */
   async leaseGrant(ttl: number): Promise<{ id: string; ttl: number }> {
-    const r = await this.call('/v3/lease/grant', { TTL: String(ttl) }, { idempotent: true });
+    const r = await this.call('/v3/lease/grant', { TTL: String(ttl) }, { idempotent: true, priority: true });
     if (r.error) throw new TapnetError('ERR_STORE', `etcd refused a lease: ${String(r.error)}`);
     return { id: String(r.ID), ttl: num(r.TTL) };
   }
 
   /** Renew a lease once; returns its new TTL, 0 when it has expired. `POST /v3/lease/keepalive`. */
   async leaseKeepAlive(id: string): Promise<number> {
-    const r = await this.call('/v3/lease/keepalive', { ID: id }, { idempotent: true });
+    const r = await this.call('/v3/lease/keepalive', { ID: id }, { idempotent: true, priority: true });
     const result = (r.result ?? r) as Json;
     return num(result.TTL);
   }
@@ -316,7 +322,7 @@ export class EtcdClient {
   /** Revoke a lease (its keys go with it); already gone is success. `POST /v3/lease/revoke`. */
   async leaseRevoke(id: string): Promise<void> {
     try {
-      await this.call('/v3/lease/revoke', { ID: id }, { idempotent: true });
+      await this.call('/v3/lease/revoke', { ID: id }, { idempotent: true, priority: true });
     } catch (e) {
       if (e instanceof TapnetError && e.details.grpcCode === 5) return; // lease not found
       throw e;
@@ -325,7 +331,7 @@ export class EtcdClient {
 
   /** Remaining and granted TTL of a lease (-1: expired or unknown). `POST /v3/lease/timetolive`. */
   async leaseTimeToLive(id: string): Promise<{ ttl: number; grantedTtl: number }> {
-    const r = await this.call('/v3/lease/timetolive', { ID: id }, { idempotent: true });
+    const r = await this.call('/v3/lease/timetolive', { ID: id }, { idempotent: true, priority: true });
     return { ttl: r.TTL === undefined ? -1 : num(r.TTL), grantedTtl: num(r.grantedTTL) };
   }
 
@@ -358,6 +364,7 @@ export class EtcdClient {
     this.closed = true;
     for (const w of [...this.watches]) w.close();
     this.agent.destroy();
+    this.priorityAgent.destroy();
   }
 
   private check(): void {
@@ -376,7 +383,7 @@ export class EtcdClient {
     let last: TapnetError | undefined;
     for (;;) {
       const ep = this.endpoint;
-      const f = await this.once(ep, path, body);
+      const f = await this.once(ep, path, body, options.priority ? this.priorityAgent : this.agent);
       if (f.ok) return f.json;
       if (f.kind === 'answer') throw f.error;
       last = f.error;
@@ -401,7 +408,7 @@ export class EtcdClient {
     );
   }
 
-  private once(ep: URL, path: string, body: Json): Promise<Attempt> {
+  private once(ep: URL, path: string, body: Json, agent: http.Agent): Promise<Attempt> {
     return new Promise((resolve) => {
       const data = JSON.stringify(body);
       let sent = false;
@@ -429,7 +436,7 @@ export class EtcdClient {
           port: ep.port || 2379,
           path,
           method: 'POST',
-          agent: this.agent,
+          agent,
           headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) },
         },
         (res) => {
@@ -439,6 +446,7 @@ export class EtcdClient {
           res.on('end', () => {
             if (settled) return;
             settled = true;
+            this.lastProgress = Date.now();
             clearTimeout(timer);
             let json: Json;
             try {
@@ -458,10 +466,27 @@ export class EtcdClient {
           });
         },
       );
-      const timer = setTimeout(
-        () => fail(sent ? 'ambiguous' : 'unsent', `no answer within ${this.requestTimeoutMs} ms`),
-        this.requestTimeoutMs,
-      );
+      // Waiting for a pooled socket is not waiting for etcd: that wait fails only when no call has
+      // made progress for a whole request timeout (etcd stuck), not because this process is busy.
+      // A timer that fires looks once more after the poll phase: a starved event loop may hold the answer.
+      const expire = (kind: () => 'unsent' | 'ambiguous', message: string): void =>
+        void setImmediate(() => {
+          if (!settled) fail(kind(), message);
+        });
+      const waitSocket = (): NodeJS.Timeout =>
+        setTimeout(() => {
+          if (Date.now() - this.lastProgress < this.requestTimeoutMs) timer = waitSocket();
+          else
+            expire(() => 'unsent', `no connection to etcd made progress within ${this.requestTimeoutMs} ms`);
+        }, this.requestTimeoutMs);
+      let timer = waitSocket();
+      req.on('socket', () => {
+        clearTimeout(timer);
+        timer = setTimeout(
+          () => expire(() => (sent ? 'ambiguous' : 'unsent'), `no answer within ${this.requestTimeoutMs} ms`),
+          this.requestTimeoutMs,
+        );
+      });
       req.on('finish', () => {
         sent = true;
       });

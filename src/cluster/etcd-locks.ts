@@ -9,7 +9,7 @@
  * protect (a VM's record and leases, a network's bridge) belongs to one host; cross-host arbitration
  * is done by the transactions themselves.
  */
-import { TapnetError } from '../errors.js';
+import { isTapnetError, TapnetError } from '../errors.js';
 import { abortedError, KeyedMutex, timeoutError } from '../store/mutex.js';
 import type { HeldLock, LockOptions, LockScope, LockService } from '../store/types.js';
 import { validateName, validateVmId } from '../validate.js';
@@ -45,11 +45,20 @@ export class EtcdLockService implements LockService {
     const releaseLocal = await this.local.acquire(`${scope}/${name}`, { ...options, what });
     const dir = this.keys.lockDir(this.host, scope, name);
     const myKey = `${dir}${this.session.leaseHex}`;
+    let key = myKey;
     try {
-      await this.lockInEtcd(dir, myKey, what, started, options);
+      try {
+        await this.lockInEtcd(dir, myKey, what, started, options);
+      } catch (e) {
+        // Our session lease expired (a long stall or partition): take a new one and try once more.
+        if (!isTapnetError(e, 'ERR_STORE') || e.details.grpcCode !== 5) throw e;
+        await this.session.keepAlive();
+        key = `${dir}${this.session.leaseHex}`;
+        await this.lockInEtcd(dir, key, what, started, options);
+      }
     } catch (e) {
       // Leave no waiter behind (best effort: it also goes with the session lease).
-      this.client.delete(myKey).then(releaseLocal, releaseLocal);
+      this.client.delete(key).then(releaseLocal, releaseLocal);
       throw e;
     }
     this.held++;
@@ -62,7 +71,7 @@ export class EtcdLockService implements LockService {
         released = true;
         this.held--;
         // The next local waiter may run only once our key is gone, or it would see our key as its own.
-        this.client.delete(myKey).then(releaseLocal, releaseLocal);
+        this.client.delete(key).then(releaseLocal, releaseLocal);
       },
     };
   }

@@ -37,7 +37,7 @@ export interface TestEtcd {
   kill(signal?: NodeJS.Signals, i?: number): Promise<void>;
   /** Start member `i` (default all) again on the same data; resolves when it answers. */
   start(i?: number): Promise<void>;
-  /** `etcdctl --endpoints … ARGS…` (output as text). */
+  /** `etcdctl --endpoints … ARGS…` (output as text), in the first member's namespace. */
   ctl(...args: string[]): string;
   /** Kill everything and remove the data. Idempotent. */
   stop(): Promise<void>;
@@ -58,6 +58,27 @@ function healthy(url: string): Promise<boolean> {
       resolve(false);
     });
   });
+}
+
+/** Run etcdctl (in `netns` when given). */
+function ctlIn(netns: string | undefined, argv: string[]): string {
+  const [file, full] = netns ? ['ip', ['netns', 'exec', netns, 'etcdctl', ...argv]] : ['etcdctl', argv];
+  return execFileSync(file, full as string[], {
+    encoding: 'utf8',
+    env: { ...process.env, ETCDCTL_API: '3' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
+/** Whether member `m` answers, asked from where it runs. */
+async function memberHealthy(m: EtcdMemberSpec, url: string): Promise<boolean> {
+  if (!m.netns) return healthy(url);
+  try {
+    ctlIn(m.netns, ['--endpoints', url, '--command-timeout=500ms', 'endpoint', 'health']);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Start etcd with the given members (a cluster when several) and wait until every member is healthy. */
@@ -101,7 +122,7 @@ export async function startEtcd(members: EtcdMemberSpec[], extraArgs: string[] =
   const waitHealthy = async (idx: number[]): Promise<void> => {
     const until = Date.now() + 15_000;
     for (const i of idx) {
-      while (!(await healthy(endpoints[i]!))) {
+      while (!(await memberHealthy(members[i]!, endpoints[i]!))) {
         if (Date.now() > until) throw new Error(`etcd member ${members[i]!.name} did not become healthy`);
         await new Promise((r) => setTimeout(r, 50));
       }
@@ -130,11 +151,7 @@ export async function startEtcd(members: EtcdMemberSpec[], extraArgs: string[] =
       for (const j of all(i)) if (!procs[j]) launch(j);
       await waitHealthy(all(i));
     },
-    ctl: (...args: string[]) =>
-      execFileSync('etcdctl', ['--endpoints', endpoints.join(','), ...args], {
-        encoding: 'utf8',
-        env: { ...process.env, ETCDCTL_API: '3' },
-      }),
+    ctl: (...args: string[]) => ctlIn(members[0]!.netns, ['--endpoints', endpoints.join(','), ...args]),
     async stop() {
       if (stopped) return;
       stopped = true;
