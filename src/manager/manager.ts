@@ -404,7 +404,9 @@ export class NetworkManager {
         else record.ipv6 = l.address;
       }
       if (o.signal?.aborted) throw new TapnetError('ERR_ABORTED', `ensure ${vmId} aborted`);
-      // 2. The TAP (and for routed networks its routes and sysctls).
+      // 2. The TAP (and for routed networks its routes and sysctls). A TAP of the same name still being
+      // deleted (this VM was released a moment ago) must be gone first.
+      await this.reaper.whenGone(record.tap);
       const fds = this.makeTap({ ...record }, net, bridgeIndex);
       applied.push({
         name: 'delete TAP',
@@ -520,6 +522,7 @@ export class NetworkManager {
     }
     await attempt('remove firewall elements', () => this.firewall.removeVm(this.firewallVm(rec)));
     faultPoint('release:after-firewall'); // test builds only: TAPNET_FAULTS (faults.ts)
+    // Deleted together with other releases' TAPs (one RCU grace period for the whole batch).
     await attempt('delete TAP', () => this.reaper.delete(rec.tap));
     faultPoint('release:after-tap'); // test builds only: TAPNET_FAULTS (faults.ts)
     if (net) {
@@ -586,9 +589,14 @@ export class NetworkManager {
     return this.store.locks.acquire('vm', vmId, signal ? { signal } : {});
   }
 
-  /** Delete a TAP through the batched reaper. */
+  /** Delete a TAP through the batched reaper and wait until it is gone. */
   reapTap(name: string): Promise<void> {
     return this.reaper.delete(name);
+  }
+
+  /** Resolves when every TAP deletion asked for so far has finished. */
+  settled(): Promise<void> {
+    return this.reaper.idle();
   }
 
   /** Counters since open. */
@@ -600,6 +608,7 @@ export class NetworkManager {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.reaper.idle().catch(() => undefined);
     this.firewall.close();
     if (this.ownsStore) await this.store.close?.();
     this.slowNl.close();

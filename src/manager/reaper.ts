@@ -1,21 +1,35 @@
 /**
- * Batched link deletion. Deleting one link costs ~16 ms of kernel time (an RCU grace period), whoever
- * asks; deleting a whole link group costs one grace period for all of them. The reaper collects the TAPs
- * that concurrent releases want gone, moves them into this process's scratch group with one batched
- * datagram, and deletes the group on a worker thread, so the event loop keeps serving other calls.
+ * Batched, background link deletion. Deleting one link costs ~16 ms of kernel time (RCU grace periods,
+ * under the RTNL lock every other link change waits for), whoever asks; deleting a whole link group costs
+ * that once for all of them. The reaper collects the TAPs that concurrent releases want gone, moves them
+ * into this process's scratch link group with one batched datagram (cheap: no grace period), and deletes
+ * the group on a worker thread, one request at a time, so the event loop keeps serving and deletions of
+ * many releases share one grace period.
+ *
+ * `detach(name)` resolves once the link is in the doomed group (a release can answer then: its firewall
+ * elements are gone, so the TAP sends nothing); `whenGone(name)` resolves when it no longer exists (an
+ * ensure that wants the same name waits for it). A crash in between leaves a TAP without a record, which
+ * reconcile removes.
  */
 import { isTapnetError, type TapnetError, toTapnetError } from '../errors.js';
 import { deleteGroupRequest, moveToGroup } from '../net/link.js';
 import type { NetlinkSocket } from '../netlink/socket.js';
 
-interface Pending {
+interface Waiter {
+  resolve: () => void;
+  reject: (e: TapnetError) => void;
+}
+
+interface Batch {
   names: string[];
-  waiters: { resolve: () => void; reject: (e: TapnetError) => void }[];
+  detached: Waiter[];
 }
 
 export class LinkReaper {
-  private pending: Pending | undefined;
-  private running: Promise<void> = Promise.resolve();
+  private pending: Batch | undefined;
+  /** Names moved into the group and not yet confirmed gone, with their "gone" promise. */
+  private readonly dying = new Map<string, Promise<void>>();
+  private deleting: Promise<void> = Promise.resolve();
 
   /**
    * @param nl   synchronous socket (for the batched moves)
@@ -27,35 +41,71 @@ export class LinkReaper {
     private readonly group: number,
   ) {}
 
-  /** Delete `name`; resolves when the link is gone. Already gone is success. */
-  delete(name: string): Promise<void> {
+  /** Doom `name`: resolves when it is in the scratch group (deletion follows in the background). */
+  detach(name: string): Promise<void> {
     return new Promise((resolve, reject) => {
       if (!this.pending) {
-        this.pending = { names: [], waiters: [] };
-        // Gather every deletion asked for while the previous flush runs (or until the next turn).
-        this.running = this.running.then(() => new Promise<void>((r) => setImmediate(r))).then(() => this.flush());
+        this.pending = { names: [], detached: [] };
+        setImmediate(() => this.flush());
       }
       this.pending.names.push(name);
-      this.pending.waiters.push({ resolve, reject });
+      this.pending.detached.push({ resolve, reject });
     });
   }
 
-  private async flush(): Promise<void> {
+  /** Delete `name` and wait until it is gone. Already gone is success. */
+  async delete(name: string): Promise<void> {
+    await this.detach(name);
+    await this.whenGone(name);
+  }
+
+  /** Resolves when a doomed link is gone (at once when `name` is not being deleted). */
+  whenGone(name: string): Promise<void> {
+    return this.dying.get(name) ?? Promise.resolve();
+  }
+
+  /** Resolves when every deletion asked for so far has finished (for close and tests). */
+  async idle(): Promise<void> {
+    while (this.pending || this.dying.size) {
+      await new Promise<void>((r) => setImmediate(r));
+      await Promise.all([...this.dying.values()].map((p) => p.catch(() => undefined)));
+    }
+  }
+
+  private flush(): void {
     const batch = this.pending;
     this.pending = undefined;
     if (!batch) return;
-    let moveFailures = new Map<string, TapnetError>();
-    let failure: TapnetError | undefined;
+    let moved: Map<string, TapnetError>;
     try {
-      moveFailures = moveToGroup(this.nl, batch.names, this.group);
-      await this.slow.requestAsync(deleteGroupRequest(this.group), `group ${this.group}`);
+      moved = moveToGroup(this.nl, batch.names, this.group);
     } catch (e) {
-      if (!(isTapnetError(e) && (e.errno === 'ENODEV' || e.code === 'ERR_LINK_NOT_FOUND'))) failure = toTapnetError(e, 'ERR_NETLINK');
+      const err = toTapnetError(e, 'ERR_NETLINK', 'move links to the deletion group');
+      for (const w of batch.detached) w.reject(err);
+      return;
     }
-    batch.waiters.forEach((w, i) => {
-      const f = failure ?? moveFailures.get(batch.names[i]!);
+    const doomed = batch.names.filter((n) => !moved.has(n));
+    // One group deletion at a time; links moved meanwhile ride along with the next one.
+    const gone = (this.deleting = this.deleting.then(() => this.deleteGroup()));
+    for (const n of doomed) {
+      const p = gone.finally(() => {
+        if (this.dying.get(n) === p) this.dying.delete(n);
+      });
+      p.catch(() => undefined);
+      this.dying.set(n, p);
+    }
+    batch.detached.forEach((w, i) => {
+      const f = moved.get(batch.names[i]!);
       if (f) w.reject(f);
       else w.resolve();
     });
+  }
+
+  private async deleteGroup(): Promise<void> {
+    try {
+      await this.slow.requestAsync(deleteGroupRequest(this.group), `group ${this.group}`);
+    } catch (e) {
+      if (!(isTapnetError(e) && (e.errno === 'ENODEV' || e.code === 'ERR_LINK_NOT_FOUND'))) throw toTapnetError(e, 'ERR_NETLINK');
+    }
   }
 }

@@ -232,9 +232,17 @@ export class NftContext {
     validateNftDocument(doc);
     const text = JSON.stringify(doc);
     const lib = libnftables();
-    const rc = lib.runCmdFromBuffer(ctx, text) as number;
-    const output = (lib.getOutputBuffer(ctx) as string | null) ?? '';
-    const errors = ((lib.getErrorBuffer(ctx) as string | null) ?? '').trim();
+    let rc: number;
+    let output: string;
+    let errors: string;
+    // A signal without SA_RESTART (e.g. a profiler's SIGPROF) can interrupt libnftables' netlink I/O
+    // before anything was committed: run the same batch again.
+    for (let attempt = 0; ; attempt++) {
+      rc = lib.runCmdFromBuffer(ctx, text) as number;
+      output = (lib.getOutputBuffer(ctx) as string | null) ?? '';
+      errors = ((lib.getErrorBuffer(ctx) as string | null) ?? '').trim();
+      if (rc === 0 || attempt >= 3 || !/Interrupted system call/.test(errors)) break;
+    }
     if (rc !== 0) {
       const lines = errors.split('\n').map((l) => l.replace(/^internal:\d+:\d+-\d+: /, '').trim());
       const first = lines.find((l) => l.startsWith('Error')) ?? lines[0] ?? '';
