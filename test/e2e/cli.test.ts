@@ -98,6 +98,17 @@ describe('tapnet CLI, as a user types it', { skip }, () => {
     assert.equal(t.ipJson<unknown[]>('link', 'show', 'type', 'tun').length, 0);
   });
 
+  it('cni conflist prints the Firecracker conflist and writes it atomically', () => {
+    const r = tapnet('cni', 'conflist', 'fcnet', '--subnet', '198.18.90.0/24');
+    assert.equal(r.status, 0, r.stderr);
+    const doc = JSON.parse(r.stdout);
+    assert.deepEqual(doc.plugins.map((p: { type: string }) => p.type), ['bridge', 'tc-redirect-tap']);
+    assert.equal(doc.plugins[0].ipam.subnet, '198.18.90.0/24');
+    const w = tapnet('cni', 'conflist', 'fcnet', '--subnet', '198.18.90.0/24', '--write', join(dir, 'net.d'));
+    assert.equal(w.status, 0, w.stderr);
+    assert.equal(w.stdout.trim(), join(dir, 'net.d', 'fcnet.conflist'));
+  });
+
   it('--help shows the commands, examples and exit codes', () => {
     const r = tapnet('--help');
     assert.equal(r.status, 0);
