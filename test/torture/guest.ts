@@ -15,7 +15,9 @@ export function ip6(s: string): Buffer {
   const t = tail ? tail.split(':') : [];
   const groups = [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
   const b = Buffer.alloc(16);
-  groups.forEach((g, i) => b.writeUInt16BE(Number.parseInt(g || '0', 16), i * 2));
+  groups.forEach((g, i) => {
+    b.writeUInt16BE(Number.parseInt(g || '0', 16), i * 2);
+  });
   return b;
 }
 
