@@ -8,8 +8,9 @@
  * (listVms, status, removeNetwork) costs ≈ 20 ms per 1,000 VMs. ensureNetwork lists no elements.
  */
 import { isTapnetError, TapnetError } from '../errors.js';
+import { validateCompiledPolicy } from '../policy/compile.js';
+import type { CompiledPolicy } from '../policy/types.js';
 import { NftContext, type NftDocument, type NftJson } from '../sys/nftables.js';
-import { NftElementWriter } from './fastpath.js';
 import { validateName } from '../validate.js';
 import {
   buildAddPorts,
@@ -20,6 +21,7 @@ import {
   type PortElements,
   vmElements,
 } from './batches.js';
+import { NftElementWriter } from './fastpath.js';
 import {
   canonicalPortValue,
   checkNoOverlap,
@@ -35,6 +37,8 @@ import {
   validatePortIfname,
 } from './model.js';
 import type { Family } from './nft-json.js';
+import { NftPolicyEngine, unknownPolicyNetwork, validatePolicyEntry } from './policy.js';
+import { type PolicyPort, policyPort } from './policy-model.js';
 import { emptySnapshot, FAMILIES, parseSnapshot, portsOf, type Snapshot, tablesPresent } from './state.js';
 import { firewallStatus } from './status.js';
 import type {
@@ -44,6 +48,10 @@ import type {
   FirewallPort,
   FirewallStatus,
   FirewallVm,
+  PolicyApplied,
+  PolicyCounters,
+  PolicyEntry,
+  PolicyGcReport,
 } from './types.js';
 
 export interface NftablesFirewallOptions {
@@ -75,6 +83,8 @@ export class NftablesFirewall implements Firewall {
 
   /** The per-VM hot path over nfnetlink (see fastpath.ts); libnftables is the fallback. */
   private readonly fast: NftElementWriter;
+  /** Per-VM policies (src/firewall/policy.ts). */
+  private readonly policy = new NftPolicyEngine((doc, what) => this.exec(doc, what));
 
   constructor(opts: NftablesFirewallOptions = {}) {
     this.ctx = NftContext.open(opts.nsFd === undefined ? {} : { nsFd: opts.nsFd });
@@ -151,6 +161,8 @@ export class NftablesFirewall implements Firewall {
     }
     this.exec(buildEnsureNetwork(spec, snap), `ensure network ${spec.name}`);
     this.networks.set(spec.name, { spec, key });
+    // A real apply may follow a flush: the policy engine re-reads what exists on its next change.
+    this.policy.invalidate();
   }
 
   /** Delete every object of the network, its ports included (`nft delete …` in one batch). */
@@ -293,7 +305,65 @@ export class NftablesFirewall implements Firewall {
   /** `nft delete table inet tapnet; nft delete table bridge tapnet` (whichever exist). */
   destroy(): void {
     this.networks.clear();
+    this.policy.invalidate();
     this.exec(buildDestroy(), 'delete tapnet tables');
+  }
+
+  /** The policy identity of a VM of a network this driver ensured. */
+  private policyPort(vm: FirewallVm): PolicyPort {
+    const known = this.networks.get(vm?.network);
+    if (!known) throw unknownPolicyNetwork(vm?.network);
+    return policyPort(normalizeVm(vm, known.spec), known.spec);
+  }
+
+  /** `nft -j -f` of the VM's class membership (and new classes); see Firewall.setPolicy. */
+  setPolicy(vm: FirewallVm, policy: CompiledPolicy): PolicyApplied {
+    const compiled = validateCompiledPolicy(policy);
+    return this.policy.set(this.policyPort(vm), compiled);
+  }
+
+  /** `nft delete element …` of the VM's policy elements; see Firewall.removePolicy. */
+  removePolicy(vm: FirewallVm): void {
+    if (!this.networks.has(vm?.network)) {
+      // Network unknown here (removed from the configuration): find the VM's keys in the kernel.
+      const spec = normalizeVmForRemoval(vm);
+      const mine = this.policy
+        .list()
+        .filter((e) =>
+          e.direction === 'egress' ? e.mac === spec.mac : e.address === spec.ipv4 || e.address === spec.ipv6,
+        );
+      this.policy.removeEntries(mine);
+      return;
+    }
+    this.policy.remove(this.policyPort(vm));
+  }
+
+  /** `nft -j list set inet tapnet pol_drop_…`; see Firewall.policyCounters. */
+  policyCounters(vm: FirewallVm): PolicyCounters {
+    const p = this.policyPort(vm);
+    return this.policy.counters([p]).get(p.tap)!;
+  }
+
+  policyCountersAll(vms: readonly FirewallVm[]): Map<string, PolicyCounters> {
+    if (!Array.isArray(vms))
+      throw new TapnetError('ERR_INVALID_ARGUMENT', 'policyCountersAll() needs an array');
+    return this.policy.counters(vms.map((vm) => this.policyPort(vm)));
+  }
+
+  /** `nft -j list map inet tapnet pol_ref_…`; see Firewall.listPolicies. */
+  listPolicies(): PolicyEntry[] {
+    return this.policy.list();
+  }
+
+  removePolicies(entries: readonly PolicyEntry[]): void {
+    if (!Array.isArray(entries))
+      throw new TapnetError('ERR_INVALID_ARGUMENT', 'removePolicies() needs an array');
+    this.policy.removeEntries(entries.map(validatePolicyEntry));
+  }
+
+  /** Delete unused policy classes; see Firewall.gcPolicies. */
+  gcPolicies(): PolicyGcReport {
+    return this.policy.gc();
   }
 
   close(): void {

@@ -4,6 +4,8 @@
  * libnftables call per operation, so nothing ever waits across an `await` in another namespace.
  */
 
+import type { CompiledPolicy } from '../policy/types.js';
+
 export type FirewallKind = 'nftables' | 'none';
 export type Topology = 'bridge' | 'routed';
 
@@ -123,6 +125,52 @@ export interface Firewall {
   status(expected?: readonly FirewallNetwork[]): FirewallStatus;
   /** Delete tapnet's tables entirely (and nothing else). */
   destroy(): void;
+  /**
+   * Install or replace a VM's network policy (compilePolicy output) in one atomic batch; the VM's network
+   * must have been ensured by this driver. Connections the new policy still allows are not disturbed;
+   * those it no longer allows stop at their next packet. A direction that lets everything through is not
+   * policed at all. The "none" driver refuses policies that would deny anything (ERR_CONFIG).
+   * Cost: flat in the number of VMs (elements only); see src/firewall/policy.ts.
+   */
+  setPolicy(vm: FirewallVm, policy: CompiledPolicy): PolicyApplied;
+  /** Remove a VM's policy and its drop counters. No policy (or no such network) is success. */
+  removePolicy(vm: FirewallVm): void;
+  /** Packets the VM's policy dropped or rejected, per direction (reads the counter sets: O(VMs)). */
+  policyCounters(vm: FirewallVm): PolicyCounters;
+  /** The same for many VMs with one read; keyed by the VM's TAP name. */
+  policyCountersAll(vms: readonly FirewallVm[]): Map<string, PolicyCounters>;
+  /** Every VM key that has a policy in the kernel (reconcile: compare with the VMs that should). */
+  listPolicies(): PolicyEntry[];
+  /** Remove exactly these keys' policies (leftovers found by listPolicies). */
+  removePolicies(entries: readonly PolicyEntry[]): void;
+  /** Remove policy classes no VM uses any more (reconcile). */
+  gcPolicies(): PolicyGcReport;
   /** Release the driver's resources (not the rules). Idempotent. */
   close(): void;
+}
+
+/** What setPolicy installed: the classes (content hashes) per direction; undefined: not policed. */
+export interface PolicyApplied {
+  egress?: string;
+  ingress?: string;
+  /** Peers of the compiled policy that resolved to nothing (match nothing). */
+  unresolved: string[];
+}
+
+/** Packets of one VM dropped or rejected by its policy, per direction (from nftables counters). */
+export interface PolicyCounters {
+  egress: FirewallCounter;
+  ingress: FirewallCounter;
+}
+
+/** One VM key with a policy, as found in the kernel (for reconcile). */
+export type PolicyEntry =
+  | { direction: 'egress'; ifname: string; mac: string; class: string }
+  | { direction: 'ingress'; address: string; class: string };
+
+export interface PolicyGcReport {
+  /** Class chains removed because no VM uses them any more. */
+  removed: string[];
+  /** Classes still in use. */
+  inUse: number;
 }
