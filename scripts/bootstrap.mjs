@@ -13,6 +13,8 @@ const profile = args.includes('--profile') ? args[args.indexOf('--profile') + 1]
 
 /** QEMU, the guest's userland and iperf3 (in the guest and on the host side of the throughput bench). */
 const VM_PACKAGES = ['qemu-system-x86', 'busybox-static', 'iperf3'];
+/** Cluster mode's store (a real etcd-server in the tests and the bench) and etcdctl, the test oracle. */
+const ETCD_PACKAGES = ['etcd-server', 'etcd-client'];
 
 /** Debian packages per profile. Runtime needs only libnftables1; the rest are test oracles, peers and fixtures. */
 const PACKAGES = {
@@ -28,6 +30,7 @@ const PACKAGES = {
     'golang-github-appc-cni-dev',
     'iptables',
     ...VM_PACKAGES,
+    ...ETCD_PACKAGES,
   ],
   demo: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins', 'iptables', ...VM_PACKAGES],
   bench: [
@@ -39,6 +42,7 @@ const PACKAGES = {
     'netavark',
     'iptables',
     ...VM_PACKAGES,
+    ...ETCD_PACKAGES,
   ],
 };
 /** Profiles that boot real microVMs: they also build the guest fixture (scripts/guest/build.mjs). */

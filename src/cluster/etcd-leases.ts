@@ -9,7 +9,7 @@
  * valid VM ID, so reconcile on this host never takes them for orphans, and release() refuses them.
  *
  * The round-robin cursor is per host (`cursor/<host>`), cached in memory and written behind (it is a
- * hint: last writer wins), so an allocation costs one round trip: the claim. A host new to a pool starts
+ * hint: last writer wins) by the next claim's transaction, so an allocation costs one round trip. A host new to a pool starts
  * in its own stripe of it, so hosts do not all race for the same first addresses.
  */
 import { createHash } from 'node:crypto';
@@ -17,8 +17,11 @@ import { TapnetError } from '../errors.js';
 import { formatIp, parseCidr } from '../ip.js';
 import type { LeaseStore, PoolRef } from '../store/types.js';
 import { validateVmId } from '../validate.js';
-import type { EtcdClient, KeyValue } from './etcd-client.js';
+import type { EtcdClient, KeyValue, TxnOp } from './etcd-client.js';
 import { type ClusterKeys, segmentSubnet, validateHostName } from './keys.js';
+
+/** How long a cursor change waits for a claim to carry it before it is written on its own. */
+const CURSOR_FLUSH_MS = 200;
 
 /** The value of a lease key. */
 export interface LeaseValue {
@@ -45,8 +48,9 @@ export function parseLease(text: string): LeaseValue | undefined {
 /** LeaseStore over etcd for one host. */
 export class EtcdLeaseStore implements LeaseStore {
   private readonly cursors = new Map<string, string | undefined>();
+  /** Cursor values not yet in etcd, by key. */
   private readonly pending = new Map<string, string>();
-  private readonly writing = new Set<string>();
+  private flushTimer: NodeJS.Timeout | undefined;
   private readonly marked = new Set<string>();
   /** Cursor writes that failed (they are hints; the next allocation writes again). */
   cursorWriteFailures = 0;
@@ -81,6 +85,8 @@ export class EtcdLeaseStore implements LeaseStore {
       success.push({
         put: { key: marker, value: JSON.stringify({ network: pool.network, subnet: pool.subnet }) },
       });
+    const { ops, sent } = this.pendingOps();
+    success.push(...ops);
     // Idempotent: a retried claim that had in fact succeeded finds its own value in the failure branch.
     const r = await this.client.txn(
       { compare: [{ key, target: 'CREATE', number: 0 }], success, failure: [{ range: { key } }] },
@@ -88,6 +94,7 @@ export class EtcdLeaseStore implements LeaseStore {
     );
     if (r.succeeded) {
       this.marked.add(marker);
+      this.settled(sent);
       return true;
     }
     const v = parseLease(r.responses[0]?.range?.kvs[0]?.value ?? '');
@@ -207,28 +214,31 @@ export class EtcdLeaseStore implements LeaseStore {
     this.keys.lease(pool, addr); // validates addr
     this.cursors.set(key, addr);
     this.pending.set(key, addr);
-    if (!this.writing.has(key)) void this.writeCursor(key);
+    this.flushTimer ??= setTimeout(() => void this.flush(), CURSOR_FLUSH_MS).unref();
   }
 
-  /** Write the latest cursor of `key` behind the allocation; coalesces bursts into one write. */
-  private async writeCursor(key: string): Promise<void> {
-    this.writing.add(key);
-    try {
-      for (let v = this.pending.get(key); v !== undefined; v = this.pending.get(key)) {
-        this.pending.delete(key);
-        try {
-          await this.client.put(key, v);
-        } catch {
-          this.cursorWriteFailures++;
-        }
-      }
-    } finally {
-      this.writing.delete(key);
-    }
+  /** Cursor writes still owed, as transaction operations (they ride along with the next claim). */
+  private pendingOps(): { ops: TxnOp[]; sent: Map<string, string> } {
+    const sent = new Map(this.pending);
+    return { ops: [...sent].map(([key, value]) => ({ put: { key, value } })), sent };
   }
 
-  /** Wait until the cursors written behind have reached etcd (or failed). */
+  /** Forget the cursor writes that reached etcd (unless a newer one was set meanwhile). */
+  private settled(sent: Map<string, string>): void {
+    for (const [k, v] of sent) if (this.pending.get(k) === v) this.pending.delete(k);
+  }
+
+  /** Write the cursors still owed now (also done CURSOR_FLUSH_MS after a change when no claim took them). */
   async flush(): Promise<void> {
-    while (this.writing.size > 0) await new Promise((r) => setTimeout(r, 5));
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    if (this.pending.size === 0) return;
+    const { ops, sent } = this.pendingOps();
+    try {
+      await this.client.txn({ compare: [], success: ops }, { idempotent: true });
+      this.settled(sent);
+    } catch {
+      this.cursorWriteFailures++;
+    }
   }
 }

@@ -13,8 +13,9 @@ import { isTapnetError, TapnetError } from '../errors.js';
 import { abortedError, KeyedMutex, timeoutError } from '../store/mutex.js';
 import type { HeldLock, LockOptions, LockScope, LockService } from '../store/types.js';
 import { validateName, validateVmId } from '../validate.js';
-import type { EtcdClient } from './etcd-client.js';
+import type { EtcdClient, KeyValue } from './etcd-client.js';
 import type { ClusterKeys } from './keys.js';
+import type { RecordCache } from './record-cache.js';
 import type { EtcdSession } from './session.js';
 
 /** LockService over etcd for one host's processes. */
@@ -28,6 +29,8 @@ export class EtcdLockService implements LockService {
     private readonly keys: ClusterKeys,
     readonly host: string,
     private readonly session: EtcdSession,
+    /** Where to leave the record read with a VM lock (shared with EtcdRecordStore). */
+    private readonly cache?: RecordCache,
   ) {
     keys.locksDir(host);
   }
@@ -46,16 +49,19 @@ export class EtcdLockService implements LockService {
     const dir = this.keys.lockDir(this.host, scope, name);
     const myKey = `${dir}${this.session.leaseHex}`;
     let key = myKey;
+    const prefetch = scope === 'vm' && this.cache ? this.keys.record(this.host, name) : undefined;
     try {
+      let got: { immediate: boolean; record?: KeyValue | null };
       try {
-        await this.lockInEtcd(dir, myKey, what, started, options);
+        got = await this.lockInEtcd(dir, myKey, what, started, options, prefetch);
       } catch (e) {
         // Our session lease expired (a long stall or partition): take a new one and try once more.
         if (!isTapnetError(e, 'ERR_STORE') || e.details.grpcCode !== 5) throw e;
         await this.session.keepAlive();
         key = `${dir}${this.session.leaseHex}`;
-        await this.lockInEtcd(dir, key, what, started, options);
+        got = await this.lockInEtcd(dir, key, what, started, options, prefetch);
       }
+      if (prefetch && got.immediate && got.record !== undefined) this.cache!.set(name, got.record);
     } catch (e) {
       // Leave no waiter behind (best effort: it also goes with the session lease).
       this.client.delete(key).then(releaseLocal, releaseLocal);
@@ -70,6 +76,7 @@ export class EtcdLockService implements LockService {
         if (released) return;
         released = true;
         this.held--;
+        if (scope === 'vm') this.cache?.drop(name);
         // The next local waiter may run only once our key is gone, or it would see our key as its own.
         this.client.delete(key).then(releaseLocal, releaseLocal);
       },
@@ -82,7 +89,8 @@ export class EtcdLockService implements LockService {
     what: string,
     started: number,
     options: LockOptions,
-  ): Promise<void> {
+    prefetch?: string,
+  ): Promise<{ immediate: boolean; record?: KeyValue | null }> {
     const owner = {
       range: {
         key: dir,
@@ -103,15 +111,21 @@ export class EtcdLockService implements LockService {
             },
           },
           owner,
+          ...(prefetch ? [{ range: { key: prefetch } }] : []),
         ],
-        failure: [{ range: { key: myKey } }, owner],
+        failure: [{ range: { key: myKey } }, owner, ...(prefetch ? [{ range: { key: prefetch } }] : [])],
       },
       { idempotent: true },
     );
     const myRev = r.succeeded ? r.revision : (r.responses[0]?.range?.kvs[0]?.createRevision ?? 0);
     if (myRev === 0)
       throw new TapnetError('ERR_STORE', `${what}: the waiter key vanished (session lease lost?)`);
-    if (r.responses[1]?.range?.kvs[0]?.createRevision === myRev) return;
+    if (r.responses[1]?.range?.kvs[0]?.createRevision === myRev) {
+      // Held at this revision: the record read in the same transaction is current.
+      return prefetch
+        ? { immediate: true, record: r.responses[2]?.range?.kvs[0] ?? null }
+        : { immediate: true };
+    }
     // Wait for every earlier waiter, one at a time (each watch sees the deletion of the key before ours).
     for (;;) {
       if (options.signal?.aborted) throw abortedError(what, options.signal);
@@ -124,7 +138,7 @@ export class EtcdLockService implements LockService {
         sort: { target: 'CREATE', order: 'DESCEND' },
       });
       const prev = before.kvs[0];
-      if (!prev) return;
+      if (!prev) return { immediate: false };
       await this.waitDeleted(prev.key, before.revision + 1, what, left, options.signal);
     }
   }

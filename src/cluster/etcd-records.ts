@@ -23,6 +23,7 @@ import {
 import { validateVmId } from '../validate.js';
 import type { EtcdClient, KeyValue, TxnOp } from './etcd-client.js';
 import type { ClusterKeys } from './keys.js';
+import type { RecordCache } from './record-cache.js';
 
 /** What a record publishes to the overlay: its network, and the entry while the VM is ready. */
 export interface OverlayPublication {
@@ -50,6 +51,8 @@ export class EtcdRecordStore<T extends StoredRecord = StoredRecord> implements V
     readonly host: string,
     schema?: RecordSchema<T>,
     private readonly publish?: OverlayPublisher<T>,
+    /** Copies of the records whose lock this process holds (shared with EtcdLockService). */
+    private readonly cache?: RecordCache,
   ) {
     this.schema = schema ?? (BASIC_SCHEMA as RecordSchema<T>);
     if (!isInt(this.schema.version, 1))
@@ -60,10 +63,12 @@ export class EtcdRecordStore<T extends StoredRecord = StoredRecord> implements V
   async get(vmId: string): Promise<T | undefined> {
     const key = this.keys.record(this.host, vmId);
     for (let attempt = 0; ; attempt++) {
-      const kv = (await this.client.range(key)).kvs[0];
+      const cached = attempt === 0 ? this.cache?.get(vmId) : undefined;
+      const kv = cached !== undefined ? (cached ?? undefined) : (await this.client.range(key)).kvs[0];
       if (!kv) return undefined;
       const d = this.decode(vmId, key, kv);
       if (d.ok) return d.record;
+      this.cache?.drop(vmId);
       if (await this.quarantine(vmId, key, kv, d.reason)) {
         throw new TapnetError(
           'ERR_STORE_CORRUPT',
@@ -220,6 +225,7 @@ export class EtcdRecordStore<T extends StoredRecord = StoredRecord> implements V
           failure: [{ range: { key } }],
         });
       } catch (e) {
+        this.cache?.drop(vmId);
         // Sent but unanswered: it may have been applied. Look, and answer only what we know.
         if (isTapnetError(e, 'ERR_UNAVAILABLE') && e.details.ambiguous) {
           const now = (await this.client.range(key)).kvs[0];
@@ -228,7 +234,17 @@ export class EtcdRecordStore<T extends StoredRecord = StoredRecord> implements V
         }
         throw e;
       }
-      if (r.succeeded) return stored;
+      if (r.succeeded) {
+        this.cache?.update(vmId, {
+          key,
+          value: text,
+          createRevision: cas === 0 ? r.revision : 0,
+          modRevision: r.revision,
+          version: cas + 1,
+          lease: '0',
+        });
+        return stored;
+      }
       const actual = r.responses[0]?.range?.kvs[0]?.version ?? 0;
       if (options.expectedGeneration === undefined && attempt < 5) {
         expected = undefined;
@@ -248,7 +264,8 @@ export class EtcdRecordStore<T extends StoredRecord = StoredRecord> implements V
     const key = this.keys.record(this.host, vmId);
     const expected = options.expectedGeneration;
     for (let attempt = 0; attempt < 5; attempt++) {
-      const kv = (await this.client.range(key)).kvs[0];
+      const cached = attempt === 0 ? this.cache?.get(vmId) : undefined;
+      const kv = cached !== undefined ? (cached ?? undefined) : (await this.client.range(key)).kvs[0];
       const actual = kv?.version ?? 0;
       if (expected !== undefined && expected !== actual) {
         throw new TapnetError(
@@ -270,7 +287,10 @@ export class EtcdRecordStore<T extends StoredRecord = StoredRecord> implements V
         },
         { idempotent: true },
       );
-      if (r.succeeded) return true;
+      if (r.succeeded) {
+        this.cache?.update(vmId, null);
+        return true;
+      }
     }
     throw new TapnetError('ERR_CONFLICT', `VM record ${vmId} kept changing while being deleted`, {
       details: { vmId },

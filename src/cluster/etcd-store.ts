@@ -10,6 +10,7 @@ import { EtcdLeaseStore } from './etcd-leases.js';
 import { EtcdLockService } from './etcd-locks.js';
 import { EtcdRecordStore, type OverlayPublisher } from './etcd-records.js';
 import { ClusterKeys, validateHostName } from './keys.js';
+import { RecordCache } from './record-cache.js';
 import { EtcdSession } from './session.js';
 
 export { EtcdLeaseStore } from './etcd-leases.js';
@@ -52,9 +53,18 @@ export class EtcdStore<T extends StoredRecord = StoredRecord> {
     this.keys = new ClusterKeys(options.prefix);
     this.client = options.client;
     this.session = options.session;
-    this.records = new EtcdRecordStore<T>(this.client, this.keys, this.host, options.schema, options.publish);
+    // With etcd locks, a VM lock's acquisition also reads the VM's record (see record-cache.ts).
+    const cache = options.locks ? undefined : new RecordCache();
+    this.records = new EtcdRecordStore<T>(
+      this.client,
+      this.keys,
+      this.host,
+      options.schema,
+      options.publish,
+      cache,
+    );
     this.leases = new EtcdLeaseStore(this.client, this.keys, this.host);
-    this.locks = options.locks ?? new EtcdLockService(this.client, this.keys, this.host, this.session);
+    this.locks = options.locks ?? new EtcdLockService(this.client, this.keys, this.host, this.session, cache);
   }
 
   /** Where the state lives, for humans: `etcd+http://host:port/tapnet (host NAME)`. */

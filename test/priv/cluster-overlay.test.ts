@@ -64,10 +64,23 @@ class Agent {
         this.pending.get(r.id)?.(r);
         this.pending.delete(r.id);
       });
+      // An agent that dies answers every open command with an error instead of leaving it hanging.
+      this.child.once('exit', (code, signal) => {
+        for (const done of this.pending.values())
+          done({
+            ok: false,
+            error: { code: 'AGENT_EXITED', message: `agent ${this.host} exited (${code ?? signal})` },
+          });
+        this.pending.clear();
+      });
     });
   }
   send(c: AgentCommand): Promise<Reply> {
     return new Promise((resolve) => {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) {
+        resolve({ ok: false, error: { code: 'AGENT_EXITED', message: `agent ${this.host} is not running` } });
+        return;
+      }
       const id = this.n++;
       this.pending.set(id, resolve);
       this.child.stdin!.write(`${JSON.stringify({ ...c, id })}\n`);
