@@ -170,7 +170,7 @@ describe('shared structure and classes', () => {
     assert.deepEqual(inserts, [POLICY.ingress4Dispatch, POLICY.ingress6Dispatch]);
     const rm = removeClassCommands('ingress', A, [{ chain: POLICY.ingress4Dispatch, handle: 7 }]);
     assert.deepEqual(
-      rm.map((c) => Object.keys(c)[0]! + ' ' + Object.keys(Object.values(c)[0]!)[0]),
+      rm.map((c) => `${Object.keys(c)[0]!} ${Object.keys(Object.values(c)[0]!)[0]}`),
       ['delete rule', 'flush chain', 'delete chain', 'delete set', 'delete set', 'delete counter'],
     );
   });
