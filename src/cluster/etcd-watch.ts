@@ -6,7 +6,7 @@
  */
 import http from 'node:http';
 import { TapnetError } from '../errors.js';
-import { decodeKv, type KeyValue } from './etcd-client.js';
+import { decodeKv, type KeyValue } from './etcd-codec.js';
 
 /** One change seen by a watch. */
 export interface WatchEvent {

@@ -14,14 +14,14 @@
  * an operator reclaims the host.
  */
 import { isTapnetError, TapnetError } from '../errors.js';
-import { parseIp, validateUnicastMac } from '../ip.js';
+import { parseIp } from '../ip.js';
 import { getLink } from '../net/link.js';
 import type { NetlinkSocket } from '../netlink/socket.js';
 import { validateInt, validateName } from '../validate.js';
 import type { EtcdClient } from './etcd-client.js';
-import type { OverlayPublisher } from './etcd-records.js';
 import type { EtcdWatch, WatchEvent } from './etcd-watch.js';
 import { ClusterKeys, validateHostName } from './keys.js';
+import { parseOverlayEntry } from './overlay-entry.js';
 import {
   deriveVni,
   ensureVxlanDevice,
@@ -62,59 +62,12 @@ export interface OverlayOptions {
   port?: number;
 }
 
-/** The overlay entry a host publishes for a VM. */
-export interface OverlayEntry {
-  mac: string;
-  ipv4?: string;
-  ipv6?: string;
-  vtep: string;
-}
-
-/** The fields of a VM record the overlay needs (the manager's VmRecord has them). */
-export interface OverlayVmRecord {
-  vmId: string;
-  network: string;
-  mac: string;
-  ipv4?: string;
-  ipv6?: string;
-}
-
-/**
- * The publisher for EtcdStore: VMs of the cluster networks publish {mac, addresses, vtep}. `vtep` is this
- * host's underlay address.
- */
-export function vmOverlayPublisher<T extends OverlayVmRecord>(
-  clusterNetworks: Iterable<string>,
-  vtep: string,
-): OverlayPublisher<T> {
-  const nets = new Set(clusterNetworks);
-  parseIp(vtep, 'VTEP address');
-  return (r) => {
-    if (!nets.has(r.network)) return undefined;
-    const entry: OverlayEntry = {
-      mac: r.mac,
-      vtep,
-      ...(r.ipv4 ? { ipv4: r.ipv4 } : {}),
-      ...(r.ipv6 ? { ipv6: r.ipv6 } : {}),
-    };
-    return { network: r.network, entry: entry as unknown as Record<string, unknown> };
-  };
-}
-
-/** Parse a published entry; undefined when it is not one (then it is ignored, never programmed). */
-export function parseOverlayEntry(text: string): OverlayEntry | undefined {
-  try {
-    const v = JSON.parse(text) as Partial<OverlayEntry>;
-    if (typeof v.mac !== 'string' || typeof v.vtep !== 'string') return undefined;
-    parseIp(v.vtep);
-    const e: OverlayEntry = { mac: validateUnicastMac(v.mac), vtep: v.vtep };
-    if (typeof v.ipv4 === 'string' && parseIp(v.ipv4).family === 4) e.ipv4 = v.ipv4;
-    if (typeof v.ipv6 === 'string' && parseIp(v.ipv6).family === 6) e.ipv6 = v.ipv6;
-    return e;
-  } catch {
-    return undefined;
-  }
-}
+export {
+  type OverlayEntry,
+  type OverlayVmRecord,
+  parseOverlayEntry,
+  vmOverlayPublisher,
+} from './overlay-entry.js';
 
 /** Per-network state of an agent. */
 export interface OverlayNetworkStatus {
@@ -184,20 +137,7 @@ export class OverlayAgent {
           );
         }
         await agent.register(net, vni);
-        const target: OverlayTarget = { topology: net.topology };
-        if (net.topology === 'bridge') {
-          const br = getLink(o.nl, net.bridge);
-          const vx = ensureVxlanDevice(o.nl, {
-            vni,
-            local: o.vtep,
-            underlayIndex: underlay.index,
-            port: o.port ?? VXLAN_PORT,
-            mtu: net.mtu,
-            bridgeIndex: br.index,
-          });
-          target.vxIndex = vx.index;
-          target.bridgeIndex = br.index;
-        }
+        const target = agent.attach(net, vni, underlay.index);
         const st: NetState = {
           net,
           vni,
@@ -218,6 +158,39 @@ export class OverlayAgent {
       throw e;
     }
     return agent;
+  }
+
+  /** The kernel side of a network: its VXLAN device on its bridge (bridge topology). */
+  private attach(net: ClusterNetwork, vni: number, underlayIndex: number): OverlayTarget {
+    const target: OverlayTarget = { topology: net.topology };
+    if (net.topology === 'bridge') {
+      const br = getLink(this.o.nl, net.bridge);
+      const vx = ensureVxlanDevice(this.o.nl, {
+        vni,
+        local: this.o.vtep,
+        underlayIndex,
+        port: this.o.port ?? VXLAN_PORT,
+        mtu: net.mtu,
+        bridgeIndex: br.index,
+      });
+      target.vxIndex = vx.index;
+      target.bridgeIndex = br.index;
+    }
+    return target;
+  }
+
+  /**
+   * Put the kernel side back after something removed it (a bridge re-created by reconcile, a deleted
+   * VXLAN device, flushed neighbours): re-attach every network and converge its entries to etcd. Call
+   * after NetworkManager.reconcile().
+   */
+  async repair(): Promise<void> {
+    const underlay = getLink(this.o.nl, this.o.underlay);
+    for (const st of this.nets.values()) {
+      await st.watch?.drain();
+      st.target = this.attach(st.net, st.vni, underlay.index);
+      st.revision = Math.max(st.revision, await this.resync(st));
+    }
   }
 
   /** Make `networks/<name>` and `vnis/<vni>` say this network, or check they already do. */

@@ -5,11 +5,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { leaseText, parseLease } from '../../src/cluster/etcd-leases.js';
+import type { EtcdStore } from '../../src/cluster/etcd-store.js';
 import { ClusterKeys, segmentSubnet, subnetSegment } from '../../src/cluster/keys.js';
 import { parseOverlayEntry, vmOverlayPublisher } from '../../src/cluster/overlay.js';
 import { deriveVni, overlayMtu, vxlanName } from '../../src/cluster/overlay-kernel.js';
 import { RecordCache } from '../../src/cluster/record-cache.js';
 import { isTapnetError } from '../../src/errors.js';
+import type { ManagerStore } from '../../src/manager/manager.js';
+import type { VmRecord } from '../../src/manager/types.js';
 import { encodeBridgePortRequest, IFLA_PROTINFO } from '../../src/net/bridge-port.js';
 import { parseAttrs } from '../../src/netlink/attr.js';
 import {
@@ -18,6 +21,7 @@ import {
   IFLA_BRPORT_NEIGH_SUPPRESS,
   RTM_SETLINK,
 } from '../../src/netlink/constants.js';
+import type { StoreBackend } from '../../src/store/index.js';
 
 const bad = (e: unknown) => isTapnetError(e, 'ERR_INVALID_ARGUMENT');
 
@@ -120,6 +124,11 @@ describe('cluster values', () => {
     assert.equal(c.get('vm1'), undefined);
   });
 });
+
+/** Compile-time: the etcd store has the shape a NetworkManager and openStore() callers take. */
+export function storeShapes(s: EtcdStore<VmRecord>): [ManagerStore, StoreBackend<VmRecord>] {
+  return [s, s];
+}
 
 describe('bridge port request', () => {
   it('is RTM_SETLINK, AF_BRIDGE, with the flags nested in IFLA_PROTINFO', () => {
