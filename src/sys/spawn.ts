@@ -179,7 +179,9 @@ export function spawnProcess(file: string, opts: SpawnOptions = {}): Spawned {
   const pipes: ([number, number] | undefined)[] = [undefined, undefined, undefined];
   const fa = Buffer.alloc(FA_SIZE);
   let faReady = false;
-  let pid: number;
+  let armed = false;
+  let pid: number | undefined;
+  let written = 0;
   try {
     for (let i = 0; i < 3; i++) if (modes[i] === 'pipe') pipes[i] = pipe();
     l.faInit(fa);
@@ -190,32 +192,27 @@ export function spawnProcess(file: string, opts: SpawnOptions = {}): Spawned {
       else if (modes[i] === 'ignore') l.faOpen(fa, i, '/dev/null', O_RDWR, 0);
     }
     if (l.faClosefrom) l.faClosefrom(fa, 3);
-    let written = 0;
     if (input && input.length > 0) written = writeNow(pipes[0]![1], input);
     const pidOut = new Int32Array(1);
     const attr = group ? attrs().group : attrs().plain;
     armReaper();
+    armed = true;
     const err = Number(withNetns(opts.netnsFd, () => l.posixSpawn(pidOut, file, fa, attr, argv, envp)));
-    if (err !== 0) {
-      disarmIfIdle();
-      throw spawnFailed(file, err);
-    }
+    if (err !== 0) throw spawnFailed(file, err);
     pid = pidOut[0]!;
-    // Our copies of the child's ends go now; the child has its own.
-    for (let i = 0; i < 3; i++) {
-      const p = pipes[i];
-      if (p) closeFd(i === 0 ? p[0] : p[1]);
-    }
-    return started(pid, pipes, group, input ? input.subarray(written) : undefined);
   } catch (e) {
-    for (const p of pipes) {
-      if (!p) continue;
-      for (const fd of p) if (fd >= 0) closeFd(fd);
-    }
+    if (armed) disarmIfIdle();
+    for (const p of pipes) if (p) for (const fd of p) closeFd(fd);
     throw e;
   } finally {
     if (faReady) l.faDestroy(fa);
   }
+  // Our copies of the child's ends go now (the child has its own); ours are handed to the streams.
+  for (let i = 0; i < 3; i++) {
+    const p = pipes[i];
+    if (p) closeFd(i === 0 ? p[0] : p[1]);
+  }
+  return started(pid, pipes, group, input ? input.subarray(written) : undefined);
 }
 
 function started(
