@@ -50,7 +50,10 @@ async function main(): Promise<void> {
       const t = toTapnetError(e);
       errors[t.code] = (errors[t.code] ?? 0) + 1;
       const injected = isTapnetError(e) && e.details.faultPoint !== undefined;
-      if (!isTapnetError(e) || (!EXPECTED.has(t.code) && !injected)) {
+      // Known bug (docs/RELIABILITY.md #9): an ensure reusing a namespace a crash left fails once.
+      const known = t.code === 'ERR_CNI' && /already exists/.test(t.message);
+      if (known) errors.knownCniLeftover = (errors.knownCniLeftover ?? 0) + 1;
+      if (!isTapnetError(e) || (!EXPECTED.has(t.code) && !injected && !known)) {
         process.stdout.write(
           `unexpected ${JSON.stringify({ vmId: vm.id, release, error: t.toJSON(), stack: (e as Error).stack })}\n`,
         );
