@@ -82,8 +82,13 @@ async function memberHealthy(m: EtcdMemberSpec, url: string): Promise<boolean> {
 }
 
 /** Start etcd with the given members (a cluster when several) and wait until every member is healthy. */
-export async function startEtcd(members: EtcdMemberSpec[], extraArgs: string[] = []): Promise<TestEtcd> {
-  const dir = mkdtempSync('/run/tapnet-etcd-');
+export async function startEtcd(
+  members: EtcdMemberSpec[],
+  extraArgs: string[] = [],
+  /** Where the data directory goes: default /run (the sandbox's tmpfs); a disk path makes every commit an fsync. */
+  dataRoot = '/run',
+): Promise<TestEtcd> {
+  const dir = mkdtempSync(`${dataRoot}/tapnet-etcd-`);
   const procs: (ChildProcess | undefined)[] = members.map(() => undefined);
   const initialCluster = members.map((m) => `${m.name}=http://${m.ip}:${m.peerPort}`).join(',');
   const endpoints = members.map((m) => `http://${m.ip}:${m.clientPort}`);
