@@ -251,3 +251,55 @@ describe('cluster store on etcd', { skip, timeout: 60_000 }, () => {
     assert.equal(await s.leases.ownerOf(POOL, l.address), 'vm1');
   });
 });
+
+describe('cluster store on a three-member etcd', { skip, timeout: 60_000 }, () => {
+  let etcd: TestEtcd;
+  before(async () => {
+    etcd = await startEtcd([
+      { name: 'm0', ip: '127.0.0.1', clientPort: 23810, peerPort: 23820 },
+      { name: 'm1', ip: '127.0.0.1', clientPort: 23811, peerPort: 23821 },
+      { name: 'm2', ip: '127.0.0.1', clientPort: 23812, peerPort: 23822 },
+    ]);
+  });
+  after(async () => {
+    await etcd?.stop();
+  });
+
+  it('losing one member is invisible; losing the quorum is ERR_UNAVAILABLE, never a double allocation', async () => {
+    const c = new EtcdClient({ endpoints: etcd.endpoints, requestTimeoutMs: 500, retryBudgetMs: 1_500 });
+    const session = await EtcdSession.open(c, { ttl: 5 });
+    const s = new EtcdStore<Rec>({ client: c, session, host: 'host-q', prefix: '/q' });
+    const ipam = new Ipam(s.leases);
+    const spec = { network: 'c1', subnet: '198.18.64.0/20' };
+    try {
+      await ipam.pool(spec).allocate('vm0');
+      const used = etcd.endpoints.indexOf(c.endpoint.href.replace(/\/$/, ''));
+      await etcd.kill('SIGKILL', used); // the member this client talks to
+      const l1 = await ipam.pool(spec).allocate('vm1');
+      assert.notEqual(
+        c.endpoint.href.replace(/\/$/, ''),
+        etcd.endpoints[used],
+        'the client moved to another member',
+      );
+      await etcd.kill('SIGKILL', (used + 1) % 3); // now only one of three is left: no quorum
+      await assert.rejects(ipam.pool(spec).allocate('vm2'), (e) => isTapnetError(e, 'ERR_UNAVAILABLE'));
+      await etcd.start(used);
+      await etcd.start((used + 1) % 3);
+      let l2: Awaited<ReturnType<ReturnType<Ipam['pool']>['allocate']>> | undefined;
+      for (const until = Date.now() + 10_000; !l2 && Date.now() < until; ) {
+        l2 = await ipam
+          .pool(spec)
+          .allocate('vm2')
+          .catch(() => undefined);
+      }
+      assert.ok(l2, 'allocations work again once the quorum is back');
+      const leases = await s.leases.leasesWithHosts(POOL);
+      assert.equal(new Set(leases.map((l) => l.address)).size, leases.length);
+      assert.deepEqual(leases.map((l) => l.owner).sort(), ['vm0', 'vm1', 'vm2']);
+      assert.notEqual(l1.address, l2.address);
+    } finally {
+      await session.close({ revoke: false }).catch(() => undefined);
+      c.close();
+    }
+  });
+});
