@@ -226,7 +226,11 @@ describe('bandwidth limits in the kernel', { skip }, () => {
       assert.equal((rootTbf?.options as { rate?: number } | undefined)?.rate, 12_500_000);
       const ifb = ifbName('tnlimit0');
       assert.equal(
-        (tc('qdisc', 'show', 'dev', ifb).find((q) => q.kind === 'tbf')?.options as { rate?: number }).rate,
+        (
+          tc('qdisc', 'show', 'dev', ifb).find((q) => q.kind === 'tbf')?.options as
+            | { rate?: number }
+            | undefined
+        )?.rate,
         6_250_000,
       );
       const redirect = execFileSync('tc', ['-n', host.name, 'filter', 'show', 'dev', 'tnlimit0', 'ingress'], {
