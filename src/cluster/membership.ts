@@ -11,6 +11,7 @@
  */
 import { TapnetError } from '../errors.js';
 import { parseIp } from '../ip.js';
+import { validateName } from '../validate.js';
 import type { Compare, EtcdClient, TxnOp } from './etcd-client.js';
 import { parseLease } from './etcd-leases.js';
 import { ClusterKeys, segmentSubnet, validateHostName } from './keys.js';
@@ -168,11 +169,8 @@ export class ClusterMember {
     this.unsubscribe();
     const { client, host } = this.o;
     let overlayEntries = 0;
-    const nets = this.keys.networksDir();
-    for (const kv of (await client.range(nets, { prefix: true, keysOnly: true })).kvs) {
-      overlayEntries += await client.delete(this.keys.overlayHostDir(kv.key.slice(nets.length), host), {
-        prefix: true,
-      });
+    for (const net of await overlayNetworks(client, this.keys, host)) {
+      overlayEntries += await client.delete(this.keys.overlayHostDir(net, host), { prefix: true });
     }
     const records = (await client.range(this.keys.recordsDir(host), { prefix: true, countOnly: true })).count;
     await client.delete(this.keys.alive(host));
@@ -187,6 +185,26 @@ export class ClusterMember {
     }
     return { overlayEntries, records };
   }
+}
+
+/**
+ * The networks `host` may have overlay entries in: every registered cluster network, and every network
+ * its records name (a network whose registration is gone still has its entries withdrawn).
+ */
+async function overlayNetworks(client: EtcdClient, keys: ClusterKeys, host: string): Promise<string[]> {
+  const nets = new Set<string>();
+  const dir = keys.networksDir();
+  for (const kv of (await client.range(dir, { prefix: true, keysOnly: true })).kvs)
+    nets.add(kv.key.slice(dir.length));
+  for (const kv of (await client.range(keys.recordsDir(host), { prefix: true })).kvs) {
+    try {
+      const n = (JSON.parse(kv.value) as { network?: unknown }).network;
+      if (typeof n === 'string') nets.add(validateName(n, 'network name'));
+    } catch {
+      // unreadable record: its network is unknown
+    }
+  }
+  return [...nets];
 }
 
 /** Read the membership: every registered host with its lease state and VM count, and the networks. */
@@ -348,9 +366,7 @@ export async function reclaimHost(
     }
     ops.push({ op: { delete: { key: keys.cursor(ref, host) } }, done: () => void report.otherKeys++ });
   }
-  const nets = keys.networksDir();
-  for (const kv of (await client.range(nets, { prefix: true, keysOnly: true })).kvs) {
-    const net = kv.key.slice(nets.length);
+  for (const net of await overlayNetworks(client, keys, host)) {
     const n = (await client.range(keys.overlayHostDir(net, host), { prefix: true, countOnly: true })).count;
     ops.push({
       op: { delete: { key: keys.overlayHostDir(net, host), prefix: true } },

@@ -9,6 +9,8 @@ import { after, before, describe, it } from 'node:test';
 import { EtcdClient } from '../../src/cluster/etcd-client.js';
 import { EtcdStore } from '../../src/cluster/etcd-store.js';
 import type { WatchEvent } from '../../src/cluster/etcd-watch.js';
+import { ClusterMember, clusterStatus, reclaimHost } from '../../src/cluster/membership.js';
+import { vmOverlayPublisher } from '../../src/cluster/overlay.js';
 import { EtcdSession } from '../../src/cluster/session.js';
 import { isTapnetError, TapnetError } from '../../src/errors.js';
 import { Ipam } from '../../src/ipam/ipam.js';
@@ -226,6 +228,64 @@ describe('cluster store on etcd', { skip, timeout: 60_000 }, () => {
       [...Array.from({ length: 10 }, (_, i) => `put /w/k${i}`), 'delete /w/k0'],
     );
     assert.ok(w.reconnects >= 1);
+  });
+
+  it('membership: status shows alive then expired; reclaim only an expired host, only with force', async () => {
+    const prefix = freshPrefix();
+    const pub = vmOverlayPublisher<Rec>(['c1'], '198.18.100.9');
+    const c = client();
+    const session = await EtcdSession.open(c, { ttl: 1 });
+    const s = new EtcdStore<Rec>({ client: c, session, host: 'host-x', prefix, publish: pub });
+    await ClusterMember.join({ client: c, session, host: 'host-x', vtep: '198.18.100.9', prefix });
+    const other = await store('host-y', prefix);
+    await other.leases.claim(POOL, '198.18.64.200', 'vm-y');
+    const ipam = new Ipam(s.leases);
+    const lease = await ipam.pool({ network: 'c1', subnet: '198.18.64.0/20' }).allocate('vm-x');
+    await s.records.put(
+      { vmId: 'vm-x', state: 'ready', network: 'c1', mac: '02:00:00:00:00:09', ipv4: lease.address },
+      { expectedGeneration: 0 },
+    );
+    assert.match(
+      etcd.ctl('get', '--print-value-only', s.keys.overlayEntry('c1', 'host-x', 'vm-x')),
+      /198\.18\.100\.9/,
+    );
+    const st = await clusterStatus(c, { prefix });
+    assert.deepEqual(
+      st.hosts.map((h) => [h.name, h.state, h.vms, h.vtep]),
+      [['host-x', 'alive', 1, '198.18.100.9']],
+    );
+    await assert.rejects(
+      reclaimHost(c, 'host-x', { prefix, force: true }),
+      (e) => isTapnetError(e, 'ERR_CONFLICT'),
+      'never while alive',
+    );
+    await session.close({ revoke: false }); // the agent dies: its lease runs out
+    let state = 'alive';
+    for (
+      const until = Date.now() + 5_000;
+      state !== 'expired' && Date.now() < until;
+      await new Promise((r) => setTimeout(r, 100))
+    ) {
+      state = (await clusterStatus(c, { prefix })).hosts[0]!.state;
+    }
+    assert.equal(state, 'expired');
+    assert.equal((await clusterStatus(c, { prefix })).hosts[0]!.vms, 1, 'its VM is still counted');
+    await assert.rejects(
+      reclaimHost(c, 'host-x', { prefix }),
+      (e) => isTapnetError(e, 'ERR_CONFLICT'),
+      'not without force',
+    );
+    const r = await reclaimHost(c, 'host-x', { prefix, force: true });
+    assert.deepEqual(r.records, ['vm-x']);
+    assert.deepEqual(
+      r.leases.map((l) => [l.address, l.owner]),
+      [[lease.address, 'vm-x']],
+    );
+    assert.equal(r.overlayEntries, 1, 'its overlay entry, found through its record’s network');
+    assert.equal(etcd.ctl('get', '--print-value-only', s.keys.overlayEntry('c1', 'host-x', 'vm-x')), '');
+    assert.equal(await other.leases.ownerOf(POOL, lease.address), undefined);
+    assert.equal(await other.leases.ownerOf(POOL, '198.18.64.200'), 'vm-y', 'other hosts keep theirs');
+    assert.deepEqual((await clusterStatus(c, { prefix })).hosts, []);
   });
 
   it('fails with ERR_UNAVAILABLE while etcd cannot be reached, and works again after', async () => {
