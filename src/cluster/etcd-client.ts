@@ -15,7 +15,6 @@
 import http from 'node:http';
 import { TapnetError } from '../errors.js';
 import {
-  type Compare,
   compareBody,
   decodeKv,
   decodeRange,
@@ -28,7 +27,6 @@ import {
   type RangeOptions,
   type RangeResult,
   rangeBody,
-  type TxnOp,
   type TxnOpResult,
   type TxnRequest,
   type TxnResult,
