@@ -77,6 +77,8 @@ const isMissing = (e: unknown) => isTapnetError(e, 'ERR_FIREWALL') && e.errno ==
 /** nftables driver; see Firewall for the contract. */
 export class NftablesFirewall implements Firewall {
   readonly kind = 'nftables' as const;
+  /** See Firewall.rebuilds. */
+  rebuilds = 0;
   private readonly ctx: NftContext;
   /** Networks this driver applied, with the exact definition, so repeated ensureNetwork() calls are free. */
   private readonly networks = new Map<string, { spec: NetworkSpec; key: string }>();
@@ -206,6 +208,7 @@ export class NftablesFirewall implements Firewall {
     } catch (e) {
       if (!isMissing(e)) throw wrap(e, what);
       // Our tables or sets vanished under us (e.g. `nft flush ruleset`): rebuild the networks, retry once.
+      this.rebuilds++;
       for (const network of new Set(ports.map((p) => p.network!))) {
         this.ensureNetwork(this.networks.get(network)!.spec, { force: true });
       }

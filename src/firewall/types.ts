@@ -102,6 +102,11 @@ export interface EnsureNetworkOptions {
 export interface Firewall {
   readonly kind: FirewallKind;
   /**
+   * How many times this driver found its tables gone (e.g. `nft flush ruleset`) and rebuilt them while
+   * adding a VM. A change tells the caller that other VMs' elements must be added again.
+   */
+  readonly rebuilds?: number;
+  /**
    * Idempotent base setup for one network (tables, chains, sets, NAT, isolation, anti-spoofing). Cheap to
    * call again: an unchanged definition already applied by this driver is a no-op unless `force`. Repairs
    * what is missing (e.g. after `nft flush ruleset`) and removes what the definition no longer wants.

@@ -119,6 +119,9 @@ export async function cniAdd(
   const name = vmNetnsName(c, vmId);
   const list = modes.conflist(c);
   const rt = modes.runtime(c);
+  // The caller holds the VM's lock and it has no record: a namespace of that name is a crash's leftover
+  // (ADD half-done). Take it down properly first, so ADD starts clean.
+  if (listNetns().includes(name)) await cniDel(modes, net, vmId).catch(() => deleteNetns(name));
   const ns = createNetns(name);
   const netns = ns.path;
   try {

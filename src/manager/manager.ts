@@ -14,7 +14,7 @@ import type { Firewall, FirewallNetwork, FirewallVm } from '../firewall/types.js
 import { Ipam, type PoolRequest } from '../ipam/ipam.js';
 import type { PoolSpec } from '../ipam/layout.js';
 import { validateUnicastMac } from '../ip.js';
-import { findLink } from '../net/link.js';
+import { deleteLink, findLink } from '../net/link.js';
 import { existsSync } from 'node:fs';
 import { type Netns, openNetns } from '../net/netns.js';
 import { closeTapFds, createTap, openTap } from '../net/tap.js';
@@ -195,6 +195,7 @@ export class NetworkManager {
       throw new TapnetError('ERR_INVALID_ARGUMENT', `tap must be "persistent" or "fd", not ${JSON.stringify(tapMode)}`);
     }
     const lock = await this.store.locks.acquire('vm', vmId, opts.signal ? { signal: opts.signal } : {});
+    let failed = false;
     try {
       faultPoint('ensure:locked'); // test builds only: TAPNET_FAULTS (faults.ts)
       const existing = await this.store.records.get(vmId);
@@ -227,9 +228,11 @@ export class NetworkManager {
       if (channels.ensure.hasSubscribers) {
         channels.ensure.publish({ vmId, network: net.name, mode: net.mode, outcome: 'error', code: toTapnetError(e).code, durationMs: performance.now() - t0 });
       }
+      failed = true;
       throw e;
     } finally {
-      lock.release();
+      // A failed ensure leaves no record: its lock file can go (ids change with every VM).
+      lock.release({ forget: failed });
     }
   }
 
@@ -261,6 +264,13 @@ export class NetworkManager {
       info.tapFds = openTap(r.tap, { ...(this.ns ? { nsFd: this.ns.fd } : {}), vnetHdr: r.vnetHdr, queues: r.queues }).fds;
     }
     return info;
+  }
+
+  /** Add the firewall elements of every ready direct-mode VM again (one batch; adding what exists is a no-op). */
+  async readdFirewallElements(): Promise<void> {
+    const { records } = await this.store.records.list();
+    const ready = records.filter((r) => r.state === 'ready' && r.mode !== 'cni' && this.config.networks.has(r.network));
+    if (ready.length) this.firewall.addVms(ready.map((r) => this.firewallVm(r)));
   }
 
   /** Re-create a ready VM's persistent TAP and its attachments (after a reboot or a deletion behind our back). */
@@ -296,11 +306,34 @@ export class NetworkManager {
         if (!index) throw new TapnetError('ERR_LINK_NOT_FOUND', `TAP ${r.tap} vanished while being set up`);
         attachRouted(this.nl, this.ns, r.tap, index, { ...(r.ipv4 ? { ipv4: `${r.ipv4}/32` } : {}), ...(r.ipv6 ? { ipv6: `${r.ipv6}/128` } : {}) });
       } catch (e) {
-        void closeTapFds(tap.fds);
+        if (tap.fds.length) void closeTapFds(tap.fds);
+        // A persistent TAP outlives its fds: delete it, or it leaks.
+        if (r.tapMode === 'persistent') {
+          try {
+            deleteLink(this.nl, r.tap);
+          } catch {
+            // reconcile removes it (it has no record)
+          }
+        }
         throw e;
       }
     }
     return tap.fds;
+  }
+
+  /**
+   * makeTap, re-resolving the network once when the cached bridge is gone (deleted behind our back: its
+   * ifindex is stale); the network is then re-applied (bridge, addresses, firewall base).
+   */
+  private makeTapOnNetwork(r: VmRecord, net: ResolvedNetwork, bridgeIndex: number): number[] {
+    try {
+      return this.makeTap(r, net, bridgeIndex);
+    } catch (e) {
+      const staleBridge = net.topology === 'bridge' && isTapnetError(e) && (e.errno === 'EINVAL' || e.errno === 'ENODEV') && !findLink(this.nl, bridgeIndex);
+      if (!staleBridge) throw e;
+      findLink(this.nl, r.tap) && deleteLink(this.nl, r.tap);
+      return this.makeTap(r, net, this.ensureNetwork(net, true));
+    }
   }
 
   /** CNI mode: namespace + conflist ADD, then the record (DEL + namespace removal if the record fails). */
@@ -407,7 +440,7 @@ export class NetworkManager {
       // 2. The TAP (and for routed networks its routes and sysctls). A TAP of the same name still being
       // deleted (this VM was released a moment ago) must be gone first.
       await this.reaper.whenGone(record.tap);
-      const fds = this.makeTap({ ...record }, net, bridgeIndex);
+      const fds = this.makeTapOnNetwork({ ...record }, net, bridgeIndex);
       applied.push({
         name: 'delete TAP',
         undo: async () => {
@@ -417,7 +450,11 @@ export class NetworkManager {
       });
       faultPoint('ensure:after-tap'); // test builds only: TAPNET_FAULTS (faults.ts)
       // 3. Firewall elements (anti-spoofing: this port may send only from this MAC and these IPs).
+      const rebuilds = this.firewall.rebuilds ?? 0;
       this.firewall.addVm(this.firewallVm(record));
+      // The firewall had to rebuild its tables (someone ran `nft flush ruleset`): every other VM's elements
+      // are gone too; put them back now rather than at the next reconcile.
+      if ((this.firewall.rebuilds ?? 0) !== rebuilds) await this.readdFirewallElements();
       applied.push({ name: 'remove firewall elements', undo: () => this.firewall.removeVm(this.firewallVm(record)) });
       faultPoint('ensure:after-firewall'); // test builds only: TAPNET_FAULTS (faults.ts)
       // 4. The record, last.
@@ -563,7 +600,7 @@ export class NetworkManager {
     const report = await reconcile(this, opts);
     this.counters.reconciles++;
     this.counters.repairs +=
-      report.orphanTaps.length + report.orphanNetns.length + report.incompleteRecords.length + report.recreatedTaps.length + report.orphanLeases.length + report.orphanFirewallElements.length;
+      report.orphanTaps.length + report.orphanNetns.length + report.reattachedTaps.length + report.incompleteRecords.length + report.recreatedTaps.length + report.orphanLeases.length + report.orphanFirewallElements.length;
     this.counters.activeVms = (await this.store.records.list()).records.length;
     if (channels.reconcile.hasSubscribers) {
       const { orphanTaps, orphanNetns, incompleteRecords, recreatedTaps, orphanLeases, orphanFirewallElements } = report;

@@ -16,7 +16,7 @@ import { type TapnetError, toTapnetError } from '../errors.js';
 import type { FirewallPort } from '../firewall/types.js';
 import { releaseOrphans } from '../ipam/reconcile.js';
 import { existsSync } from 'node:fs';
-import { listLinks } from '../net/link.js';
+import { listLinks, setLink } from '../net/link.js';
 import { cniDel, vmNetnsIds, vmNetnsName } from './cni-mode.js';
 import { faultPoint } from './faults.js';
 import type { NetworkManager } from './manager.js';
@@ -30,6 +30,7 @@ export async function reconcile(m: NetworkManager, opts: { signal?: AbortSignal 
     orphanTaps: [],
     incompleteRecords: [],
     recreatedTaps: [],
+    reattachedTaps: [],
     orphanLeases: [],
     orphanFirewallElements: [],
     orphanNetns: [],
@@ -76,7 +77,18 @@ export async function reconcile(m: NetworkManager, opts: { signal?: AbortSignal 
         }
         continue;
       }
-      if (!linkByName.has(r.tap) && !listLinks(m.nl, { kind: 'tun' }).some((l) => l.name === r.tap)) {
+      const net = m.network(r.network);
+      const link = linkByName.get(r.tap);
+      if (link && net.topology === 'bridge') {
+        // The bridge was deleted (and re-created in step 1), or someone detached or downed the TAP.
+        const bridgeIndex = m.ensureNetwork(net);
+        if (link.master !== bridgeIndex || !link.up) {
+          setLink(m.nl, r.tap, { master: bridgeIndex, up: true });
+          report.reattachedTaps.push(r.tap);
+        }
+        continue;
+      }
+      if (!link && !listLinks(m.nl, { kind: 'tun' }).some((l) => l.name === r.tap)) {
         if (r.tapMode === 'persistent') {
           await m.repairTap(r);
           report.recreatedTaps.push(r.tap);

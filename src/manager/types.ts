@@ -107,6 +107,8 @@ export interface ReconcileReport {
   incompleteRecords: string[];
   /** Ready records whose TAP had vanished: the TAP was re-created. */
   recreatedTaps: string[];
+  /** TAPs found off their bridge or down (e.g. the bridge was deleted and re-created): attached and up again. */
+  reattachedTaps: string[];
   /** Leases whose owner has no record: freed. */
   orphanLeases: string[];
   /** Firewall elements without a VM: removed. */

@@ -14,17 +14,19 @@ const skip = privSkipReason();
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), '../fixtures');
 const KILLS = 50;
 
-/** Start the worker, let it run for a random while after it is ready, then SIGKILL it. */
-function runAndKill(config: ManagerConfigInput, maxMs: number): Promise<void> {
+/** Start the worker, let it run for a random while after it is ready, then SIGKILL it. Resolves whether it got ready. */
+function runAndKill(config: ManagerConfigInput, maxMs: number): Promise<boolean> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [join(fixtures, 'ensure-loop.js'), JSON.stringify(config)], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
+    let ready = false;
     child.on('error', reject);
     child.stdout!.once('data', () => {
+      ready = true;
       setTimeout(() => child.kill('SIGKILL'), Math.random() * maxMs);
     });
-    child.on('exit', () => resolve());
+    child.on('exit', (_code, signal) => resolve(ready && signal === 'SIGKILL'));
   });
 }
 
@@ -43,7 +45,10 @@ describe('crash recovery: SIGKILL at random moments of ensure/release, then reco
   });
 
   it(`leaves zero orphans after ${KILLS} kills and a reconcile; every surviving VM is whole`, async () => {
-    for (let i = 0; i < KILLS; i++) await runAndKill(config, 60);
+    let killed = 0;
+    for (let i = 0; i < KILLS; i++) if (await runAndKill(config, 60)) killed++;
+    // A worker that dies before it is ready (e.g. cannot load) tests nothing: every one must have run.
+    assert.equal(killed, KILLS, 'every worker got ready and was killed by SIGKILL');
     const m = await NetworkManager.open(config);
     try {
       const report = await m.reconcile();
