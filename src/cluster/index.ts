@@ -60,3 +60,4 @@ export {
   vxlanName,
 } from './overlay-kernel.js';
 export { EtcdSession, type SessionOptions, type SessionState } from './session.js';
+export { formatClusterStatus } from './status-text.js';

@@ -10,6 +10,7 @@ import { ClusterKeys, segmentSubnet, subnetSegment } from '../../src/cluster/key
 import { parseOverlayEntry, vmOverlayPublisher } from '../../src/cluster/overlay.js';
 import { deriveVni, overlayMtu, vxlanName } from '../../src/cluster/overlay-kernel.js';
 import { RecordCache } from '../../src/cluster/record-cache.js';
+import { formatClusterStatus } from '../../src/cluster/status-text.js';
 import { isTapnetError } from '../../src/errors.js';
 import type { ManagerStore } from '../../src/manager/manager.js';
 import type { VmRecord } from '../../src/manager/types.js';
@@ -109,6 +110,39 @@ describe('cluster values', () => {
     assert.equal(overlayMtu(9000), 8950);
     assert.equal(overlayMtu(1500, 6), 1430);
     assert.throws(() => overlayMtu(1000), bad);
+  });
+
+  it('cluster status as text', () => {
+    const text = formatClusterStatus({
+      endpoint: 'http://198.18.100.254:2379',
+      prefix: '/tapnet',
+      revision: 42,
+      hosts: [
+        {
+          name: 'host-a',
+          vtep: '198.18.100.1',
+          state: 'alive',
+          leaseId: '694d7',
+          ttl: 8,
+          vms: 300,
+          joinedAt: '',
+        },
+        { name: 'host-b', vtep: '198.18.100.2', state: 'expired', leaseId: '694d9', vms: 1, joinedAt: '' },
+      ],
+      networks: [{ name: 'c1', vni: 4242, topology: 'bridge', mtu: 1450, subnet4: '198.18.64.0/20' }],
+    });
+    assert.equal(
+      text,
+      [
+        'etcd http://198.18.100.254:2379/tapnet (revision 42)',
+        'HOST    VTEP          STATE    LEASE  TTL  VMS',
+        'host-a  198.18.100.1  alive    694d7  8s   300',
+        'host-b  198.18.100.2  expired  694d9  -    1',
+        '',
+        'network c1: vni 4242, bridge, mtu 1450, 198.18.64.0/20',
+        '',
+      ].join('\n'),
+    );
   });
 
   it('the record cache only keeps copies it was given', () => {
