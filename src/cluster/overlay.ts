@@ -152,7 +152,22 @@ export class OverlayAgent {
         st.revision = await agent.resync(st);
         agent.watch(st);
       }
-      await Promise.all([...agent.nets.values()].map((s) => s.watch?.ready));
+      // Watches confirmed by etcd, or ERR_UNAVAILABLE after the client's retry budget.
+      let timer: NodeJS.Timeout | undefined;
+      const gone = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new TapnetError('ERR_UNAVAILABLE', 'etcd did not confirm the overlay watches; retry later'),
+            ),
+          o.client.retryBudgetMs,
+        );
+      });
+      try {
+        await Promise.race([Promise.all([...agent.nets.values()].map((s) => s.watch?.ready)), gone]);
+      } finally {
+        clearTimeout(timer);
+      }
     } catch (e) {
       agent.close();
       throw e;
