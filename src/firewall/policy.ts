@@ -22,13 +22,12 @@
  * once) and retries. Unused classes stay until gc() removes them; a class still referenced cannot be
  * removed (its counter is in use: EBUSY).
  */
-import { invalidArgument, isTapnetError, TapnetError } from '../errors.js';
+import { isTapnetError } from '../errors.js';
 import { isOpen } from '../policy/compile.js';
 import { classHash, directionRules } from '../policy/nft.js';
 import type { CompiledPolicy } from '../policy/types.js';
-import type { NftDocument, NftJson, NftObject } from '../sys/nftables.js';
-import { canonicalPortValue, TABLE, validatePortIfname } from './model.js';
-import { element } from './nft-json.js';
+import type { NftDocument, NftJson } from '../sys/nftables.js';
+import { TABLE } from './model.js';
 import {
   classCommands,
   type Membership,
@@ -38,16 +37,16 @@ import {
   policyBaseCommands,
   removeClassCommands,
 } from './policy-batches.js';
-import {
-  type ClassDirection,
-  classNames,
-  egressKey,
-  POLICY,
-  type PolicyPort,
-  parseClassName,
-} from './policy-model.js';
+import { type ClassDirection, classNames, POLICY, type PolicyPort, parseClassName } from './policy-model.js';
+import { entryCommands } from './policy-support.js';
 import type { FirewallCounter, PolicyApplied, PolicyCounters, PolicyEntry, PolicyGcReport } from './types.js';
 
+export {
+  type BridgeNetfilter,
+  bridgeNetfilter,
+  unknownPolicyNetwork,
+  validatePolicyEntry,
+} from './policy-support.js';
 export type { PolicyApplied, PolicyCounters, PolicyEntry, PolicyGcReport };
 
 type Exec = (doc: NftDocument, what: string) => NftDocument;
@@ -361,60 +360,4 @@ export class NftPolicyEngine {
     this.chains = undefined;
     return { removed: removed.sort(), inUse };
   }
-}
-
-/** Delete one listed key's membership, reference, drop counter (and link-local entry). */
-function entryCommands(e: PolicyEntry): NftObject[] {
-  const hash = e.class;
-  if (e.direction === 'egress') {
-    const key = egressKey(e);
-    return [
-      element('delete', 'inet', classNames('egress', hash).sets[0]!, [key]),
-      element('delete', 'inet', POLICY.refEgress, [key]),
-      element('add', 'inet', POLICY.dropEgress, [key]),
-      element('delete', 'inet', POLICY.dropEgress, [key]),
-      element('add', 'inet', POLICY.linkLocal, [key]),
-      element('delete', 'inet', POLICY.linkLocal, [key]),
-    ];
-  }
-  const v6 = e.address.includes(':');
-  const n = classNames('ingress', hash);
-  const drop = v6 ? POLICY.dropIngress6 : POLICY.dropIngress4;
-  return [
-    element('delete', 'inet', v6 ? n.sets[1]! : n.sets[0]!, [e.address]),
-    element('delete', 'inet', v6 ? POLICY.refIngress6 : POLICY.refIngress4, [e.address]),
-    element('add', 'inet', drop, [e.address]),
-    element('delete', 'inet', drop, [e.address]),
-  ];
-}
-
-/** Check a listed entry before it goes back into a batch. */
-export function validatePolicyEntry(e: PolicyEntry): PolicyEntry {
-  if (!e || typeof e !== 'object') throw invalidArgument('policy entry must be an object');
-  if (typeof e.class !== 'string') throw invalidArgument('policy entry class must be a string');
-  classNames('egress', e.class);
-  if (e.direction === 'egress') {
-    return {
-      direction: 'egress',
-      ifname: validatePortIfname(e.ifname),
-      mac: canonicalPortValue('mac', e.mac),
-      class: e.class,
-    };
-  }
-  if (e.direction === 'ingress') {
-    const v6 = typeof e.address === 'string' && e.address.includes(':');
-    return {
-      direction: 'ingress',
-      address: canonicalPortValue(v6 ? 'ip6' : 'ip4', e.address),
-      class: e.class,
-    };
-  }
-  throw invalidArgument('policy entry direction must be "egress" or "ingress"');
-}
-
-/** An error for policy operations on a VM whose network this driver has not ensured. */
-export function unknownPolicyNetwork(network: unknown): TapnetError {
-  return new TapnetError('ERR_NOT_FOUND', `network ${String(network)} was not ensured by this firewall`, {
-    details: { network },
-  });
 }

@@ -1,7 +1,7 @@
 /**
  * Policies in the kernel, without traffic: the rule and chain count does not grow with VMs, install cost
- * stays flat, two drivers (two processes) stay consistent, unused classes are collected, and a flushed
- * ruleset is repaired by setting the policy again. `nft -j` is the oracle.
+ * stays flat, two drivers (two processes) stay consistent, unused classes are collected, br_netfilter's
+ * switches are read, and a flushed ruleset is repaired by setting the policy again. `nft -j` is the oracle.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -12,6 +12,8 @@ import {
   type FirewallNetwork,
   type FirewallVm,
 } from '../../src/firewall/index.js';
+import { bridgeNetfilter } from '../../src/firewall/policy.js';
+import { setSysctl } from '../../src/net/netns.js';
 import { compilePolicy, parsePolicy } from '../../src/policy/index.js';
 import { makeTestNetns, privSkipReason, type TestNetns } from '../helpers/priv.js';
 import { listTable } from './policy-topo.js';
@@ -148,6 +150,16 @@ describe('policies at scale', { skip }, () => {
     assert.deepEqual(report.removed, [`pi_${applied.ingress}`]);
     assert.ok(report.inUse >= 4);
     assert.equal(fw.gcPolicies().removed.length, 0);
+  });
+
+  it('reports whether bridged traffic reaches the policies (br_netfilter)', () => {
+    assert.deepEqual(bridgeNetfilter(t.ns.fd), { available: true, ipv4: true, ipv6: true }, 'on by default');
+    setSysctl(t.ns, 'net/bridge/bridge-nf-call-iptables', '0');
+    try {
+      assert.deepEqual(bridgeNetfilter(t.ns.fd), { available: true, ipv4: false, ipv6: true });
+    } finally {
+      setSysctl(t.ns, 'net/bridge/bridge-nf-call-iptables', '1');
+    }
   });
 
   it('repairs after `nft flush ruleset` when the policy is set again', () => {
