@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isTapnetError } from '../../src/errors.js';
 import type { NetworkSpec, VmSpec } from '../../src/firewall/model.js';
+import { NoFirewall } from '../../src/firewall/none.js';
 import {
   classCommands,
   membershipCommands,
@@ -16,6 +17,7 @@ import {
   removeClassCommands,
 } from '../../src/firewall/policy-batches.js';
 import { classNames, POLICY, parseClassName, policyPort } from '../../src/firewall/policy-model.js';
+import { compilePolicy, parsePolicy } from '../../src/policy/index.js';
 import type { NftObject } from '../../src/sys/nftables.js';
 
 const BRIDGE: NetworkSpec = {
@@ -173,5 +175,35 @@ describe('shared structure and classes', () => {
       rm.map((c) => `${Object.keys(c)[0]!} ${Object.keys(Object.values(c)[0]!)[0]}`),
       ['delete rule', 'flush chain', 'delete chain', 'delete set', 'delete set', 'delete counter'],
     );
+  });
+});
+
+describe('the "none" firewall and policies', () => {
+  it('accepts policies that deny nothing and refuses the others: it cannot enforce them', () => {
+    const fw = new NoFirewall();
+    fw.ensureNetwork({ ...BRIDGE, subnet4: '198.18.0.0/24' });
+    const vm = { network: 'n', ifname: 'tn01', mac: '02:00:00:00:00:01', ipv4: '198.18.0.5' };
+    const open = compilePolicy({
+      vm: parsePolicy({
+        default: 'allow',
+        rules: [{ direction: 'ingress', protocol: 'tcp', action: 'allow' }],
+      }),
+    });
+    assert.deepEqual(fw.setPolicy(vm, open), { unresolved: [] });
+    const deny = compilePolicy({ vm: parsePolicy({ default: 'deny' }) });
+    assert.throws(
+      () => fw.setPolicy(vm, deny),
+      (e: unknown) => isTapnetError(e, 'ERR_CONFIG'),
+    );
+    assert.throws(
+      () => fw.setPolicy(vm, { ...deny, version: 2 } as never),
+      (e: unknown) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'),
+    );
+    fw.removePolicy(vm);
+    assert.deepEqual(fw.policyCounters(vm), {
+      egress: { packets: 0, bytes: 0 },
+      ingress: { packets: 0, bytes: 0 },
+    });
+    assert.deepEqual(fw.listPolicies(), []);
   });
 });
