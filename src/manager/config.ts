@@ -7,6 +7,8 @@ import { z } from 'zod';
 import { TapnetError } from '../errors.js';
 import { cidrContains, cidrsOverlap, formatCidr, formatIp, parseCidr, parseIp, prefixSize, validateUnicastMac } from '../ip.js';
 import { validateIfname, validateName } from '../validate.js';
+import { parsePolicy } from '../policy/parse.js';
+import type { ParsedPolicy } from '../policy/types.js';
 
 const name = z.string().refine((s) => safe(() => validateName(s)), 'must be 1-63 characters of A-Z a-z 0-9 _ . - starting alphanumeric');
 const ifname = z.string().refine((s) => safe(() => validateIfname(s)), 'must be a valid interface name (1-15 bytes, no / : or spaces)');
@@ -60,8 +62,14 @@ export const networkSchema = z
     nat: z.boolean().default(true),
     /** VMs of this network cannot reach other networks' VMs (default true). */
     isolate: z.boolean().default(true),
+    /** Default policy of the network's VMs (a policy document, see docs/POLICY.md); a VM's own policy adds to it. */
+    policy: z.unknown().optional(),
     /** Prefix of TAP names for this network (≤ 5 bytes; the rest of the 15 is a hash of the VM id). */
     tapPrefix: z.string().regex(/^[a-z][a-z0-9-]{0,4}$/, 'must be 1-5 characters of a-z 0-9 -').optional(),
+    /** local: this host only. cluster: one pool and one L2 network across hosts (needs `cluster`; docs/CLUSTER.md). */
+    scope: z.enum(['local', 'cluster']).default('local'),
+    /** The VXLAN network identifier of a cluster network. Default: derived from the network's name. */
+    vni: z.number().int().min(1).max(0xffffff).optional(),
   })
   .strict();
 
@@ -109,6 +117,12 @@ export interface ResolvedNetwork {
   nat: boolean;
   isolate: boolean;
   tapPrefix: string;
+  /** local, or cluster (the overlay spans the hosts of the cluster). */
+  scope: 'local' | 'cluster';
+  /** A cluster network's VNI, when configured. */
+  vni?: number;
+  /** The network's default policy (parsed). */
+  policy?: ParsedPolicy;
 }
 
 export interface ResolvedConfig {
@@ -154,7 +168,18 @@ function resolveNetwork(netName: string, raw: z.output<typeof networkSchema>, gl
     nat: raw.nat,
     isolate: raw.isolate,
     tapPrefix: raw.tapPrefix ?? globalPrefix,
+    scope: raw.scope,
+    ...(raw.vni !== undefined ? { vni: raw.vni } : {}),
   };
+  if (raw.scope === 'cluster' && raw.mode !== 'direct') throw bad('scope "cluster" needs mode "direct"');
+  if (raw.vni !== undefined && raw.scope !== 'cluster') throw bad('vni needs scope: "cluster"');
+  if (raw.policy !== undefined) {
+    try {
+      out.policy = parsePolicy(raw.policy);
+    } catch (e) {
+      throw bad(`policy: ${(e as Error).message}`);
+    }
+  }
   validateIfname(out.bridge, `${where}.bridge`);
   for (const fam of [4, 6] as const) {
     const subnet = fam === 4 ? raw.subnet4 : raw.subnet6;

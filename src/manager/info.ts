@@ -40,6 +40,8 @@ export function toNetworkInfo(r: VmRecord, net: ResolvedNetwork, netnsPath?: str
   }
   if (!routed) info.bridge = net.bridge;
   if (netnsPath) info.netns = netnsPath;
+  if (r.policy) info.policy = r.policy;
+  if (r.bandwidth) info.bandwidth = r.bandwidth;
   return info;
 }
 

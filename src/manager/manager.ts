@@ -30,8 +30,10 @@ import { attachRouted, ensureNetworkKernel, unknownNetwork } from './network.js'
 import { LinkReaper } from './reaper.js';
 import { reconcile } from './reconcile.js';
 import { CniModes, cniAdd, cniDel } from './cni-mode.js';
+import { checkVmLimits, installBandwidth, installPolicy, storedPolicy, uninstallBandwidth, uninstallPolicy } from './vm-policy.js';
 import { faultPoint } from './faults.js';
 import type { EnsureOptions, ManagerMetrics, NetworkInfo, ReconcileReport, VmRecord } from './types.js';
+import type { BandwidthLimits, Vmm } from './limits.js';
 
 export const VM_RECORD_SCHEMA: RecordSchema<VmRecord> = {
   version: 1,
@@ -193,6 +195,10 @@ export class NetworkManager {
     const tapMode = opts.tap ?? 'persistent';
     if (tapMode !== 'persistent' && tapMode !== 'fd') {
       throw new TapnetError('ERR_INVALID_ARGUMENT', `tap must be "persistent" or "fd", not ${JSON.stringify(tapMode)}`);
+    }
+    const limits = checkVmLimits(opts);
+    if (net.mode === 'cni' && (limits.policy || limits.bandwidth)) {
+      throw new TapnetError('ERR_INVALID_ARGUMENT', `network ${net.name} is in CNI mode: policies and limits come from its conflist's plugins (firewall, bandwidth)`);
     }
     const lock = await this.store.locks.acquire('vm', vmId, opts.signal ? { signal: opts.signal } : {});
     let failed = false;
@@ -431,6 +437,8 @@ export class NetworkManager {
         createdAt: new Date().toISOString(),
         ...(o.tapUid !== undefined ? { tapUid: o.tapUid } : {}),
         ...(o.tapGid !== undefined ? { tapGid: o.tapGid } : {}),
+        ...(o.policy !== undefined && o.policy !== null ? { policy: storedPolicy(checkVmLimits({ policy: o.policy }).policy)! } : {}),
+        ...(o.bandwidth ? { bandwidth: checkVmLimits({ bandwidth: o.bandwidth }).bandwidth!, vmm: o.vmm ?? 'qemu' } : {}),
       };
       for (const l of leases) {
         if (l.family === 4) record.ipv4 = l.address;
@@ -456,6 +464,13 @@ export class NetworkManager {
       // are gone too; put them back now rather than at the next reconcile.
       if ((this.firewall.rebuilds ?? 0) !== rebuilds) await this.readdFirewallElements();
       applied.push({ name: 'remove firewall elements', undo: () => this.firewall.removeVm(this.firewallVm(record)) });
+      // 3b. Policy (its own + its network's) and bandwidth limits.
+      if (record.policy || net.policy) {
+        await installPolicy(this, record, net);
+        applied.push({ name: 'remove policy', undo: () => uninstallPolicy(this, record) });
+      }
+      const bw = installBandwidth(this, record);
+      if (bw) applied.push({ name: 'remove bandwidth limits', undo: () => uninstallBandwidth(this, record) });
       faultPoint('ensure:after-firewall'); // test builds only: TAPNET_FAULTS (faults.ts)
       // 4. The record, last.
       const stored = await this.store.records.put(record, { expectedGeneration: 0 }).catch(async (e: unknown) => {
@@ -467,6 +482,7 @@ export class NetworkManager {
       faultPoint('ensure:after-record'); // test builds only: TAPNET_FAULTS (faults.ts)
       const info = toNetworkInfo(stored, net, this.ns?.path);
       if (fds.length) info.tapFds = fds;
+      if (bw?.firecracker) info.firecrackerRateLimiters = bw.firecracker as Record<string, unknown>;
       this.counters.activeVms++;
       return info;
     } catch (e) {
@@ -557,6 +573,8 @@ export class NetworkManager {
       this.counters.activeVms = Math.max(0, this.counters.activeVms - 1);
       return;
     }
+    if (rec.policy || net?.policy) await attempt('remove policy', () => uninstallPolicy(this, rec));
+    if (rec.bandwidth) await attempt('remove bandwidth limits', () => uninstallBandwidth(this, rec));
     await attempt('remove firewall elements', () => this.firewall.removeVm(this.firewallVm(rec)));
     faultPoint('release:after-firewall'); // test builds only: TAPNET_FAULTS (faults.ts)
     // Deleted together with other releases' TAPs (one RCU grace period for the whole batch).
@@ -574,6 +592,68 @@ export class NetworkManager {
     await this.store.records.delete(rec.vmId);
     faultPoint('release:after-record'); // test builds only: TAPNET_FAULTS (faults.ts)
     this.counters.activeVms = Math.max(0, this.counters.activeVms - 1);
+  }
+
+  /**
+   * Set (or with `null`, remove) a VM's own policy, live: allowed established flows keep going.
+   * `tapnet policy set|rm`, `PUT|DELETE /v1/vms/{id}/policy`.
+   */
+  async setPolicy(vmId: string, policy: unknown): Promise<NetworkInfo> {
+    return this.updateVm(vmId, (r) => {
+      const parsed = policy === null || policy === undefined ? undefined : checkVmLimits({ policy }).policy;
+      const next: VmRecord = { ...r };
+      if (parsed) next.policy = storedPolicy(parsed)!;
+      else delete next.policy;
+      return next;
+    }, async (before, after, net) => {
+      if (after.policy || net.policy) await installPolicy(this, after, net);
+      else if (before.policy) uninstallPolicy(this, before);
+    });
+  }
+
+  /** The VM's own policy document, or undefined. */
+  async getPolicy(vmId: string): Promise<unknown> {
+    validateVmId(vmId);
+    const r = await this.store.records.get(vmId);
+    if (!r || r.state !== 'ready') throw new TapnetError('ERR_NOT_FOUND', `VM ${vmId} has no network`, { details: { vmId } });
+    return r.policy;
+  }
+
+  /** Set (or with `null`, remove) a VM's bandwidth limits, live. */
+  async setBandwidth(vmId: string, bandwidth: BandwidthLimits | null, vmm?: Vmm): Promise<NetworkInfo> {
+    return this.updateVm(vmId, (r) => {
+      const next: VmRecord = { ...r };
+      if (bandwidth) {
+        next.bandwidth = checkVmLimits({ bandwidth }).bandwidth!;
+        next.vmm = vmm ?? r.vmm ?? 'qemu';
+      } else delete next.bandwidth;
+      return next;
+    }, async (before, after) => {
+      if (after.bandwidth) installBandwidth(this, after);
+      else uninstallBandwidth(this, before);
+    });
+  }
+
+  private async updateVm(
+    vmId: string,
+    change: (r: VmRecord) => VmRecord,
+    apply: (before: VmRecord, after: VmRecord, net: ResolvedNetwork) => Promise<void>,
+  ): Promise<NetworkInfo> {
+    this.check();
+    validateVmId(vmId);
+    const lock = await this.store.locks.acquire('vm', vmId);
+    try {
+      const r = await this.store.records.get(vmId);
+      if (!r || r.state !== 'ready') throw new TapnetError('ERR_NOT_FOUND', `VM ${vmId} has no network`, { details: { vmId } });
+      if (r.mode === 'cni') throw new TapnetError('ERR_INVALID_ARGUMENT', `VM ${vmId} is in CNI mode: policies and limits come from its conflist`);
+      const net = this.network(r.network);
+      const next = change(r);
+      await apply(r, next, net);
+      const stored = await this.store.records.put(next, { expectedGeneration: r.generation });
+      return toNetworkInfo(stored, net, this.ns?.path);
+    } finally {
+      lock.release();
+    }
   }
 
   /** The network of `vmId`, or undefined. */

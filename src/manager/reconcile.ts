@@ -18,6 +18,7 @@ import { releaseOrphans } from '../ipam/reconcile.js';
 import { existsSync } from 'node:fs';
 import { listLinks, setLink } from '../net/link.js';
 import { cniDel, vmNetnsIds, vmNetnsName } from './cni-mode.js';
+import { installPolicy } from './vm-policy.js';
 import { faultPoint } from './faults.js';
 import type { NetworkManager } from './manager.js';
 import { isTapnetTapName } from './names.js';
@@ -184,6 +185,15 @@ export async function reconcile(m: NetworkManager, opts: { signal?: AbortSignal 
       m.firewall.addVms(ready.map((r) => m.firewallVm(r)));
     } catch (e) {
       fail('firewall elements of live VMs', e);
+    }
+    for (const r of ready) {
+      const net = m.network(r.network);
+      if (!r.policy && !net.policy) continue;
+      try {
+        await installPolicy(m, r, net); // idempotent: re-applies after a flushed ruleset
+      } catch (e) {
+        fail(`policy of ${r.vmId}`, e);
+      }
     }
   }
 

@@ -2,7 +2,9 @@
  * The NetworkManager's public types: what a VM manager asks for (EnsureOptions) and what it gets back
  * (NetworkInfo), and the durable record behind each VM.
  */
+import type { PolicyDocument } from '../policy/types.js';
 import type { StoredRecord } from '../store/types.js';
+import type { BandwidthLimits, Vmm } from './limits.js';
 
 /** How the VMM gets the TAP. */
 export type TapMode = 'persistent' | 'fd';
@@ -31,6 +33,12 @@ export interface EnsureOptions {
   vnetHdr?: boolean;
   /** Abort a call that is waiting (e.g. for the VM's lock). */
   signal?: AbortSignal;
+  /** The VM's firewall policy (docs/POLICY.md); adds to its network's default policy. Direct mode. */
+  policy?: unknown;
+  /** Bandwidth limits: rx = to the guest, tx = from the guest, bytes/s (+ burst). Direct mode. */
+  bandwidth?: BandwidthLimits;
+  /** The VMM, for where limits go: tc on the TAP (qemu, cloud-hypervisor) or Firecracker's rate limiters. */
+  vmm?: Vmm;
 }
 
 /** Everything a VMM and a guest need to use the network. JSON-serialisable except tapFds. */
@@ -61,6 +69,12 @@ export interface NetworkInfo {
   vnetHdr: boolean;
   tapMode: TapMode;
   createdAt: string;
+  /** The VM's own policy, when it has one. */
+  policy?: PolicyDocument;
+  /** Its bandwidth limits, when it has any. */
+  bandwidth?: BandwidthLimits;
+  /** Firecracker: the limits as its rx/tx rate limiters (for PUT/PATCH /network-interfaces). */
+  firecrackerRateLimiters?: Record<string, unknown>;
 }
 
 /** What a CNI-mode record keeps of the ADD result (NetworkInfo fields that do not derive from config). */
@@ -97,6 +111,9 @@ export interface VmRecord extends StoredRecord {
   tapUid?: number;
   tapGid?: number;
   createdAt: string;
+  policy?: PolicyDocument;
+  bandwidth?: BandwidthLimits;
+  vmm?: Vmm;
 }
 
 /** What reconcile found and repaired. */
