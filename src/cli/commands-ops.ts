@@ -1,11 +1,12 @@
 /**
- * The operator commands: gc, verify, doctor, serve, config.
+ * The operator commands: stats and usage (commands-stats.ts), gc, verify, doctor, serve, config.
  */
 import { type Command, Option } from 'commander';
 import { describeConfig, type FlagValue } from '../config/load.js';
 import { LOG_LEVELS } from '../config/schema.js';
 import { DaemonClient } from '../daemon/client.js';
 import { runDoctor } from '../observe/doctor.js';
+import { addStatsCommands } from './commands-stats.js';
 import { loadCliConfig } from './config.js';
 import { globals, withApi } from './context.js';
 import { EXIT_CODES, printJson } from './output.js';
@@ -14,6 +15,7 @@ import { configTable, doctorText, reconcileTable, verifyText } from './render.js
 const help = (examples: string) => `\nExamples:\n${examples}`;
 
 export function addOpsCommands(program: Command): void {
+  addStatsCommands(program);
   program
     .command('gc')
     .description('reconcile the state with the kernel and the firewall, and repair')

@@ -1,5 +1,5 @@
 /**
- * The VM commands: up, down, ls, inspect, stats. Each works through the daemon or in-process
+ * The VM commands: up, down, ls, inspect (stats: commands-stats.ts). Each works through the daemon or in-process
  * (context.ts); batches run a few calls at a time with a progress bar on a terminal.
  */
 import { type Command, Option } from 'commander';
@@ -7,11 +7,10 @@ import type { EnsureBody } from '../daemon/schemas.js';
 import { TapnetError, toTapnetError } from '../errors.js';
 import { renderGuestConfig } from '../manager/info.js';
 import type { NetworkInfo } from '../manager/types.js';
-import type { VmStats } from '../observe/vmstats.js';
 import { globals, mapLimit, withApi } from './context.js';
 import { exitCodeFor, printJson } from './output.js';
 import { Progress } from './progress.js';
-import { statsTable, vmTable } from './render.js';
+import { vmTable } from './render.js';
 
 const int =
   (what: string, min = 0) =>
@@ -208,26 +207,5 @@ export function addVmCommands(program: Command): void {
         `firecracker:     ${JSON.stringify(guest.firecracker ?? null)}`,
       ];
       process.stdout.write(`${lines.join('\n')}\n`);
-    });
-
-  program
-    .command('stats')
-    .description("traffic counters of VMs' TAPs (all VMs when none is named)")
-    .argument('[vmIds...]')
-    .option('--json', 'JSON array of counters')
-    .addHelpText('after', help('  tapnet stats\n  tapnet stats vm1 --json'))
-    .action(async (vmIds: string[], _o: unknown, cmd: Command) => {
-      const json = globals(cmd).json === true;
-      const { ids, results } = await withApi(cmd, async (c) => {
-        const ids = vmIds.length ? vmIds : (await c.api.list()).map((i) => i.vmId);
-        return { ids, results: await mapLimit(ids, 16, (id) => c.api.stats(id)) };
-      });
-      const ok = results
-        .filter((r): r is PromiseFulfilledResult<VmStats> => r.status === 'fulfilled')
-        .map((r) => r.value);
-      if (json) printJson(ok);
-      else process.stdout.write(`${statsTable(ok)}\n`);
-      if (vmIds.length === 1 && results[0]?.status === 'rejected') throw results[0].reason;
-      reportBatch('stats', ids, results, json);
     });
 }

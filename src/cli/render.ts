@@ -1,12 +1,11 @@
 /**
- * Human output of the CLI: tables of VMs, counters, repairs, verify problems, doctor checks (✓/✗ with the
+ * Human output of the CLI: tables of VMs, repairs, verify problems, doctor checks (✓/✗ with the
  * fix) and the effective configuration. JSON output never comes from here.
  */
 import type { ConfigEntry } from '../config/load.js';
 import type { NetworkInfo, ReconcileReport } from '../manager/types.js';
 import type { DoctorReport } from '../observe/doctor.js';
 import type { VerifyReport } from '../observe/verify.js';
-import type { VmStats } from '../observe/vmstats.js';
 import { table } from './output.js';
 
 export function vmTable(list: NetworkInfo[]): string {
@@ -26,23 +25,6 @@ export function humanBytes(n: number): string {
     u++;
   }
   return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
-}
-
-export function statsTable(list: VmStats[]): string {
-  return table(
-    ['VM', 'TAP', 'STATE', 'GUEST RX', 'RX PKTS', 'GUEST TX', 'TX PKTS', 'ERRORS', 'DROPPED'],
-    list.map((s) => [
-      s.vmId,
-      s.tap,
-      s.operstate,
-      humanBytes(s.guestRx.bytes),
-      String(s.guestRx.packets),
-      humanBytes(s.guestTx.bytes),
-      String(s.guestTx.packets),
-      String(s.guestRx.errors + s.guestTx.errors),
-      String(s.guestRx.dropped + s.guestTx.dropped),
-    ]),
-  );
 }
 
 /** orphanNetns exists once CNI mode does; reports from older daemons lack it. */

@@ -86,6 +86,18 @@ export const daemonConfigSchema = z
     shutdownTimeoutMs: z.number().int().min(0).max(600_000).default(30_000),
     /** Reconcile when starting (default; repairs what a crash or a reboot left). */
     reconcileOnStart: z.boolean().default(true),
+    /** Traffic monitoring: per-VM Prometheus series and the usage export's sampling (docs/USAGE.md). */
+    metrics: z
+      .object({
+        /** Per-VM series (tapnet_vm_*) on /metrics: off by default, about a dozen series per VM. */
+        perVm: z.boolean().default(false),
+        /** At most this many VMs get per-VM series (the first by vmId); tapnet_vm_metrics_omitted counts the rest. */
+        maxVms: z.number().int().min(0).max(100_000).default(1000),
+        /** How often the daemon samples every VM's counters into the usage export; 0: only on demand and at release. */
+        usageIntervalSeconds: z.number().int().min(0).max(86_400).default(60),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict();
 

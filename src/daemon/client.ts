@@ -9,8 +9,9 @@ import { DEFAULT_SOCKET } from '../config/schema.js';
 import { ERROR_CODES, type ErrorCode, TapnetError } from '../errors.js';
 import type { NetworkInfo, ReconcileReport } from '../manager/types.js';
 import type { DoctorReport } from '../observe/doctor.js';
+import type { UsageEntry, UsageReport } from '../observe/usage.js';
 import type { VerifyReport } from '../observe/verify.js';
-import type { VmStats } from '../observe/vmstats.js';
+import type { StatsReport, VmStats } from '../observe/vmstats.js';
 import * as libc from '../sys/libc.js';
 import { connectUnix, recvWithFdsAsync } from '../sys/scm.js';
 import { validateVmId } from '../validate.js';
@@ -162,6 +163,21 @@ export class DaemonClient implements TapnetApi {
 
   async stats(vmId: string): Promise<VmStats> {
     return this.request('GET', vmPath(vmId, '/stats'));
+  }
+
+  async statsAll(vmIds?: string[]): Promise<StatsReport> {
+    const q = new URLSearchParams();
+    for (const id of vmIds ?? []) q.append('vm', validateVmId(id));
+    return this.request('GET', `/v1/stats${q.size ? `?${q}` : ''}`);
+  }
+
+  async usage(opts: { since?: string } = {}): Promise<UsageReport> {
+    const q = opts.since === undefined ? '' : `?${new URLSearchParams({ since: opts.since })}`;
+    return this.request('GET', `/v1/usage${q}`);
+  }
+
+  async collectUsage(vmId: string): Promise<UsageEntry> {
+    return this.request('DELETE', `/v1/usage/${encodeURIComponent(validateVmId(vmId))}`);
   }
 
   async gc(): Promise<ReconcileReport> {

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ERROR_CODES } from '../errors.js';
+import { STATS_PATHS, STATS_SCHEMAS } from './openapi-stats.js';
 import { ensureBodySchema } from './schemas.js';
 
 /** tapnet's version, from package.json. */
@@ -38,13 +39,6 @@ const obj = (properties: Record<string, Json>, required: string[] = [], descript
   ...(required.length ? { required } : {}),
   ...(description ? { description } : {}),
 });
-
-const counters = obj({ bytes: int(), packets: int(), errors: int(), dropped: int() }, [
-  'bytes',
-  'packets',
-  'errors',
-  'dropped',
-]);
 
 const SCHEMAS: Record<string, Json> = {
   EnsureRequest: fromZod(ensureBodySchema),
@@ -100,18 +94,7 @@ const SCHEMAS: Record<string, Json> = {
       'createdAt',
     ],
   ),
-  VmStats: obj(
-    {
-      vmId: str(),
-      network: str(),
-      tap: str(),
-      operstate: str('up once a VMM holds the TAP'),
-      guestRx: { ...counters, description: 'Received by the guest (transmitted by the TAP)' },
-      guestTx: { ...counters, description: 'Sent by the guest (received by the TAP)' },
-      collectedAt: { type: 'string', format: 'date-time' },
-    },
-    ['vmId', 'network', 'tap', 'operstate', 'guestRx', 'guestTx', 'collectedAt'],
-  ),
+  ...STATS_SCHEMAS,
   ReconcileReport: obj(
     {
       orphanTaps: arr(str()),
@@ -232,18 +215,7 @@ const PATHS: Record<string, Json> = {
       responses: { '204': { description: 'Released, or there was nothing to release' }, ...common },
     },
   },
-  '/v1/vms/{vmId}/stats': {
-    parameters: [vmId],
-    get: {
-      operationId: 'vmStats',
-      summary: 'Traffic counters of the VM’s TAP',
-      responses: {
-        '200': json(ref('VmStats'), 'Counters'),
-        '404': error('No such VM, or its TAP is gone'),
-        '400': common['400'],
-      },
-    },
-  },
+  ...STATS_PATHS,
   '/v1/vms/{vmId}/tap-fd': {
     parameters: [vmId],
     post: {

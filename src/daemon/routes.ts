@@ -62,6 +62,18 @@ interface Route {
 
 const vm = (c: Call): string => validateVmId(c.params.vmId);
 
+/** The query string of a request. */
+const query = (c: Call): URLSearchParams => new URL(c.req.url ?? '/', 'http://localhost').searchParams;
+
+type OptionalOp = 'statsAll' | 'usage' | 'collectUsage';
+
+/** An operation a TapnetApi may lack (embedders' services): ERR_NOT_FOUND when it does. */
+function op<K extends OptionalOp>(a: TapnetApi, k: K): NonNullable<TapnetApi[K]> {
+  const f = a[k];
+  if (!f) throw new TapnetError('ERR_NOT_FOUND', `this tapnet service does not offer ${k}`);
+  return f.bind(a) as NonNullable<TapnetApi[K]>;
+}
+
 async function body(ctx: ApiContext, c: Call) {
   return validateBody(ensureBodySchema, await readJsonBody(c.req, ctx.maxBodyBytes));
 }
@@ -177,6 +189,36 @@ const ROUTES: Route[] = [
     handle: async (ctx, c) => {
       const id = vm(c);
       return { status: 200, json: await ctx.use((a) => a.stats(id)) };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/stats',
+    op: 'stats-all',
+    quiet: true,
+    handle: async (ctx, c) => {
+      const ids = query(c).getAll('vm');
+      for (const id of ids) validateVmId(id);
+      const list = ids.length ? ids : undefined;
+      return { status: 200, json: await ctx.use((a) => op(a, 'statsAll')(list)) };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/usage',
+    op: 'usage',
+    handle: async (ctx, c) => {
+      const since = query(c).get('since');
+      return { status: 200, json: await ctx.use((a) => op(a, 'usage')(since === null ? {} : { since })) };
+    },
+  },
+  {
+    method: 'DELETE',
+    path: '/v1/usage/{vmId}',
+    op: 'collect-usage',
+    handle: async (ctx, c) => {
+      const id = vm(c);
+      return { status: 200, json: await ctx.use((a) => op(a, 'collectUsage')(id)) };
     },
   },
   {

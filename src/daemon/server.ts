@@ -63,7 +63,10 @@ export class Daemon {
     private readonly opts: DaemonOptions,
   ) {
     this.logger = opts.logger ?? createLogger(loaded.config.log.level);
-    this.metrics = new TapnetMetrics({ source: () => this.source });
+    this.metrics = new TapnetMetrics({
+      source: () => this.source,
+      perVm: () => this.loaded.config.daemon.metrics,
+    });
     this.gate = new Promise((r) => {
       this.openGate = r;
     });
@@ -190,8 +193,10 @@ export class Daemon {
       await m.close();
       throw e;
     }
+    const service = new ManagerService(m, loaded);
     const source: MetricsSource = {
       activeVms: () => m.metrics().activeVms,
+      stats: (o) => service.statsReader.all(o.vms ? undefined : []),
       pools: async () => {
         const out = [];
         for (const net of m.config.networks.values()) {
@@ -201,7 +206,11 @@ export class Daemon {
         return out;
       },
     };
-    return { api: new ManagerService(m, loaded), source };
+    service.startUsageSampling(loaded.config.daemon.metrics.usageIntervalSeconds * 1000, (e) => {
+      const t = toTapnetError(e);
+      this.logger.warn({ op: 'usage', code: t.code, error: t.toJSON() }, 'usage sample failed');
+    });
+    return { api: service, source };
   }
 
   private async openInitial(): Promise<void> {
@@ -386,6 +395,8 @@ export class Daemon {
     if (this.api && !this.loaded.config.daemon.keepNetworksOnExit && !wasStarting) {
       const m = this.manager;
       if (m) {
+        // Their TAPs' counters die with them: the usage export takes them first.
+        if (this.api instanceof ManagerService) await this.api.sampleUsage().catch(() => undefined);
         const ids = (await m.list()).map((i) => i.vmId);
         const r = await m.releaseMany(ids);
         this.logger.info(

@@ -8,8 +8,9 @@ import type { NetworkManager } from '../manager/manager.js';
 import type { NetworkInfo, ReconcileReport } from '../manager/types.js';
 import { closeTapFds } from '../net/tap.js';
 import { type DoctorOptions, type DoctorReport, runDoctor } from '../observe/doctor.js';
+import { parseSince, type UsageEntry, UsageLedger, type UsageReport } from '../observe/usage.js';
 import { type VerifyReport, verify } from '../observe/verify.js';
-import { type VmStats, vmStats } from '../observe/vmstats.js';
+import { StatsReader, type StatsReport, type VmStats } from '../observe/vmstats.js';
 import type { EnsureBody } from './schemas.js';
 
 /** Everything a VM manager (or the CLI) can ask tapnet. */
@@ -23,6 +24,12 @@ export interface TapnetApi {
   get(vmId: string): Promise<NetworkInfo | undefined>;
   list(): Promise<NetworkInfo[]>;
   stats(vmId: string): Promise<VmStats>;
+  /** Counters of these VMs (all when undefined) and their networks' drops. */
+  statsAll?(vmIds?: string[]): Promise<StatsReport>;
+  /** Sample and return the usage export (`since`: ISO time or duration like 15m; see parseSince). */
+  usage?(opts?: { since?: string }): Promise<UsageReport>;
+  /** Hand over and forget a released VM's final usage. */
+  collectUsage?(vmId: string): Promise<UsageEntry>;
   /** Reconcile and repair. */
   gc(): Promise<ReconcileReport>;
   /** Compare, change nothing. */
@@ -42,11 +49,19 @@ function noFdOnPut(opts: EnsureBody | undefined): void {
 
 /** TapnetApi over a NetworkManager in this process. */
 export class ManagerService implements TapnetApi {
+  readonly statsReader: StatsReader;
+  readonly usageLedger: UsageLedger;
+  private usageTimer: NodeJS.Timeout | undefined;
+  private usagePass: Promise<unknown> | undefined;
+
   constructor(
     readonly manager: NetworkManager,
     readonly loaded: LoadedConfig,
     private readonly doctorOptions: Partial<DoctorOptions> = {},
-  ) {}
+  ) {
+    this.statsReader = new StatsReader(manager);
+    this.usageLedger = new UsageLedger(manager.config.stateDir);
+  }
 
   ensure(vmId: string, opts: EnsureBody = {}): Promise<NetworkInfo> {
     noFdOnPut(opts);
@@ -71,7 +86,9 @@ export class ManagerService implements TapnetApi {
     return info as NetworkInfo & { tapFds: number[] };
   }
 
-  release(vmId: string): Promise<void> {
+  /** Release, after sampling the VM's usage one last time (its TAP's counters die with it). */
+  async release(vmId: string): Promise<void> {
+    await this.usageLedger.sample(this.manager, { vmIds: [vmId] }).catch(() => undefined);
     return this.manager.release(vmId);
   }
 
@@ -84,7 +101,46 @@ export class ManagerService implements TapnetApi {
   }
 
   stats(vmId: string): Promise<VmStats> {
-    return vmStats(this.manager, vmId);
+    return this.statsReader.vm(vmId);
+  }
+
+  statsAll(vmIds?: string[]): Promise<StatsReport> {
+    return this.statsReader.all(vmIds);
+  }
+
+  usage(opts: { since?: string } = {}): Promise<UsageReport> {
+    const since = opts.since === undefined ? undefined : parseSince(opts.since);
+    return this.usageLedger.usage(this.manager, since ? { since } : {});
+  }
+
+  collectUsage(vmId: string): Promise<UsageEntry> {
+    return this.usageLedger.collect(this.manager, vmId);
+  }
+
+  /** Sample every VM's usage now (the daemon: periodically, and before releasing everything). */
+  sampleUsage(): Promise<UsageReport> {
+    const pass = this.usageLedger.sample(this.manager);
+    const settled = pass.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.usagePass = settled;
+    void settled.then(() => {
+      if (this.usagePass === settled) this.usagePass = undefined;
+    });
+    return pass;
+  }
+
+  /**
+   * Sample every `intervalMs` (0: never) until close(), which samples a last time. Failures go to
+   * `onError`; the next pass retries.
+   */
+  startUsageSampling(intervalMs: number, onError: (e: unknown) => void): void {
+    if (intervalMs <= 0 || this.usageTimer) return;
+    this.usageTimer = setInterval(() => {
+      if (!this.usagePass) this.sampleUsage().catch(onError);
+    }, intervalMs);
+    this.usageTimer.unref();
   }
 
   gc(): Promise<ReconcileReport> {
@@ -99,7 +155,13 @@ export class ManagerService implements TapnetApi {
     return runDoctor({ ...this.doctorOptions, loaded: this.loaded, manager: this.manager });
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    if (this.usageTimer) {
+      clearInterval(this.usageTimer);
+      this.usageTimer = undefined;
+      await this.usagePass;
+      await this.sampleUsage().catch(() => undefined); // a restart loses nothing
+    }
     return this.manager.close();
   }
 }
