@@ -38,7 +38,11 @@ class StatsFakeApi extends FakeApi {
 
   async usage(opts: { since?: string } = {}): Promise<UsageReport> {
     const vms = [...this.usageEntries.values()];
-    return { sampledAt: new Date(0).toISOString(), vms: opts.since ? usageSince(vms, parseSince(opts.since)) : vms, problems: [] };
+    return {
+      sampledAt: new Date(0).toISOString(),
+      vms: opts.since ? usageSince(vms, parseSince(opts.since)) : vms,
+      problems: [],
+    };
   }
 
   async collectUsage(vmId: string): Promise<UsageEntry> {
@@ -67,8 +71,16 @@ async function start(api: TapnetApi) {
   const dir = mkdtempSync(join(tmpdir(), 'tapnet-usage-api-'));
   const socket = join(dir, 'api.sock');
   writeFileSync(join(dir, 'config.yaml'), `stateDir: ${join(dir, 'state')}\n`);
-  const loaded = loadConfig({ configFile: join(dir, 'config.yaml'), env: { TAPNET_SOCKET: socket }, defaultFiles: [] });
-  const daemon = await Daemon.start({ loaded, logger: captureLogger().logger, openService: async () => ({ api }) });
+  const loaded = loadConfig({
+    configFile: join(dir, 'config.yaml'),
+    env: { TAPNET_SOCKET: socket },
+    defaultFiles: [],
+  });
+  const daemon = await Daemon.start({
+    loaded,
+    logger: captureLogger().logger,
+    openService: async () => ({ api }),
+  });
   await daemon.ready;
   const client = new DaemonClient({ socket });
   return {
@@ -94,10 +106,19 @@ describe('stats and usage over the API', () => {
     await d.client.ensure('vm1');
     await d.client.ensure('vm2');
     const all = await d.client.statsAll();
-    assert.deepEqual(all.vms.map((v) => v.vmId), ['vm1', 'vm2']);
+    assert.deepEqual(
+      all.vms.map((v) => v.vmId),
+      ['vm1', 'vm2'],
+    );
     const some = await d.client.statsAll(['vm2', 'ghost']);
-    assert.deepEqual(some.vms.map((v) => v.vmId), ['vm2']);
-    assert.deepEqual(some.problems.map((p) => [p.vmId, p.code]), [['ghost', 'ERR_NOT_FOUND']]);
+    assert.deepEqual(
+      some.vms.map((v) => v.vmId),
+      ['vm2'],
+    );
+    assert.deepEqual(
+      some.problems.map((p) => [p.vmId, p.code]),
+      [['ghost', 'ERR_NOT_FOUND']],
+    );
     await assert.rejects(
       d.client.request('GET', '/v1/stats?vm=..%2Fetc'),
       (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT') && e.details.httpStatus === 400,
@@ -107,13 +128,27 @@ describe('stats and usage over the API', () => {
   it('GET /v1/usage with since; DELETE /v1/usage/{vmId}: 200 with the totals, 409 when active, 404 after', async () => {
     api.usageEntries.set('old', entry('old', 'released', '2020-01-01T00:00:00.000Z'));
     api.usageEntries.set('vm1', entry('vm1', 'active', new Date().toISOString()));
-    assert.deepEqual((await d.client.usage()).vms.map((v) => v.vmId), ['old', 'vm1']);
-    assert.deepEqual((await d.client.usage({ since: '1h' })).vms.map((v) => v.vmId), ['vm1']);
-    await assert.rejects(d.client.usage({ since: 'last tuesday' }), (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'));
-    await assert.rejects(d.client.collectUsage('vm1'), (e) => isTapnetError(e, 'ERR_CONFLICT') && e.details.httpStatus === 409);
+    assert.deepEqual(
+      (await d.client.usage()).vms.map((v) => v.vmId),
+      ['old', 'vm1'],
+    );
+    assert.deepEqual(
+      (await d.client.usage({ since: '1h' })).vms.map((v) => v.vmId),
+      ['vm1'],
+    );
+    await assert.rejects(d.client.usage({ since: 'last tuesday' }), (e) =>
+      isTapnetError(e, 'ERR_INVALID_ARGUMENT'),
+    );
+    await assert.rejects(
+      d.client.collectUsage('vm1'),
+      (e) => isTapnetError(e, 'ERR_CONFLICT') && e.details.httpStatus === 409,
+    );
     const got = await d.client.collectUsage('old');
     assert.equal(got.guestTx.bytes, 20);
-    await assert.rejects(d.client.collectUsage('old'), (e) => isTapnetError(e, 'ERR_NOT_FOUND') && e.details.httpStatus === 404);
+    await assert.rejects(
+      d.client.collectUsage('old'),
+      (e) => isTapnetError(e, 'ERR_NOT_FOUND') && e.details.httpStatus === 404,
+    );
   });
 });
 
@@ -121,8 +156,15 @@ describe('a service without stats and usage', () => {
   it('answers ERR_NOT_FOUND for them (embedders’ services need not offer everything)', async () => {
     const d = await start(new FakeApi());
     try {
-      for (const call of [() => d.client.statsAll(), () => d.client.usage(), () => d.client.collectUsage('vm1')]) {
-        await assert.rejects(call(), (e) => isTapnetError(e, 'ERR_NOT_FOUND') && /does not offer/.test(e.message));
+      for (const call of [
+        () => d.client.statsAll(),
+        () => d.client.usage(),
+        () => d.client.collectUsage('vm1'),
+      ]) {
+        await assert.rejects(
+          call(),
+          (e) => isTapnetError(e, 'ERR_NOT_FOUND') && /does not offer/.test(e.message),
+        );
       }
     } finally {
       await d.stop();

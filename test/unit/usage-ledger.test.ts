@@ -36,14 +36,24 @@ const raw = (rxBytes: number, rxPackets: number, txBytes = 0, txPackets = 0): Ra
   txBytes,
   txPackets,
 });
-const obs = (r: RawUsage, epoch = 'e1') => ({ vmId: 'vm1', network: 'vms', mode: 'direct' as const, raw: r, epoch });
+const obs = (r: RawUsage, epoch = 'e1') => ({
+  vmId: 'vm1',
+  network: 'vms',
+  mode: 'direct' as const,
+  raw: r,
+  epoch,
+});
 
 describe('advanceUsage: folding readings into totals', () => {
   it('first reading, growth, no change, a re-created TAP (new epoch) and counters going down', () => {
     const a = advanceUsage(undefined, obs(raw(100, 2, 50, 1)), T0)!;
     assert.deepEqual(usageEntry(a).guestRx, { bytes: 100, packets: 2 });
     assert.equal(a.resets, 0);
-    assert.equal(advanceUsage(a, obs(raw(100, 2, 50, 1)), T1), undefined, 'nothing changed: nothing to write');
+    assert.equal(
+      advanceUsage(a, obs(raw(100, 2, 50, 1)), T1),
+      undefined,
+      'nothing changed: nothing to write',
+    );
     const b = advanceUsage(a, obs(raw(300, 5, 50, 1)), T1)!;
     assert.deepEqual(usageEntry(b).guestRx, { bytes: 300, packets: 5 });
     assert.equal(b.lastChangeAt, T1);
@@ -93,7 +103,7 @@ describe('advanceUsage: folding readings into totals', () => {
         const sum = ended.map((v, i) => v + cur[i]!);
         const got = [t.guestRx.bytes, t.guestRx.packets, t.guestTx.bytes, t.guestTx.packets];
         if (exact) assert.deepEqual(got, sum);
-        else got.forEach((v, i) => assert.ok(v >= cur[i]! && v <= sum[i]!));
+        else for (const [i, v] of got.entries()) assert.ok(v >= cur[i]! && v <= sum[i]!);
       }),
       { numRuns: 500 },
     );
@@ -118,7 +128,10 @@ describe('advanceUsage: folding readings into totals', () => {
     for (const bad of ['', '{', 'null', '[]', JSON.stringify({ ...a, base: { ...a.base, rxBytes: -1 } })]) {
       assert.equal(parseUsageRecord(bad, 'vm1'), undefined, bad);
     }
-    assert.equal(parseUsageRecord(JSON.stringify({ ...a, last: { ...a.last, txBytes: 1.5 } }), 'vm1'), undefined);
+    assert.equal(
+      parseUsageRecord(JSON.stringify({ ...a, last: { ...a.last, txBytes: 1.5 } }), 'vm1'),
+      undefined,
+    );
     assert.equal(parseUsageRecord(JSON.stringify({ ...a, version: 2 }), 'vm1'), undefined);
   });
 
@@ -130,7 +143,11 @@ describe('advanceUsage: folding readings into totals', () => {
     assert.equal(parseSince('2026-01-01T12:00:00Z', now).toISOString(), '2026-01-01T12:00:00.000Z');
     assert.equal(parseSince('2026-01-01', now).toISOString(), '2026-01-01T00:00:00.000Z');
     for (const bad of ['', 'yesterday', '2h; rm -rf /', '-1h', '2026-13-45', '1e3s', ' 2h', 42, null]) {
-      assert.throws(() => parseSince(bad, now), (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'), String(bad));
+      assert.throws(
+        () => parseSince(bad, now),
+        (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'),
+        String(bad),
+      );
     }
     const e = usageEntry(advanceUsage(undefined, obs(raw(1, 1)), T0)!);
     assert.equal(usageSince([e], new Date(T1)).length, 0);
@@ -217,7 +234,10 @@ describe('UsageLedger: files under the state directory', () => {
     ledger = new UsageLedger(state, w.read);
     w.kernel.get('vm1')!.rx = 1500;
     r = await ledger.sample(w.m, { vmIds: ['vm1'] });
-    assert.deepEqual(r.vms.map((v) => v.guestRx.bytes), [1500]);
+    assert.deepEqual(
+      r.vms.map((v) => v.guestRx.bytes),
+      [1500],
+    );
     // The TAP vanishes (no reading: totals stay) and comes back with fresh counters and a new ifindex.
     w.kernel.delete('vm1');
     r = await ledger.sample(w.m);

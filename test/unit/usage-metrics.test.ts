@@ -26,7 +26,12 @@ function report(n: number): StatsReport {
     collectedAt: '2026-01-01T00:00:00.000Z',
     vms: Array.from({ length: n }, (_, i) => vm(`vm-${String(i).padStart(2, '0')}`, 1000 * (i + 1))),
     networks: [
-      { network: 'vms', mode: 'direct', vms: n, drops: { spoof: { packets: 5, bytes: 300 }, isolate: { packets: 2, bytes: 120 } } },
+      {
+        network: 'vms',
+        mode: 'direct',
+        vms: n,
+        drops: { spoof: { packets: 5, bytes: 300 }, isolate: { packets: 2, bytes: 120 } },
+      },
       { network: 'pods', mode: 'cni', vms: 0, drops: null },
     ],
     unregisteredDrops: { packets: 4, bytes: 240 },
@@ -76,8 +81,14 @@ describe('per-VM metrics and the cardinality switch', () => {
       assert.match(text, /^tapnet_vm_rx_packets_total\{vm="vm-01",network="vms"\} 20$/m);
       assert.match(text, /^tapnet_vm_tx_errors_total\{vm="vm-00",network="vms"\} 2$/m);
       assert.match(text, /^tapnet_vm_rx_dropped_total\{vm="vm-00",network="vms"\} 1$/m);
-      assert.match(text, /^tapnet_vm_policy_dropped_packets_total\{vm="vm-00",network="vms",direction="egress"\} 7$/m);
-      assert.match(text, /^tapnet_vm_policy_dropped_bytes_total\{vm="vm-00",network="vms",direction="ingress"\} 60$/m);
+      assert.match(
+        text,
+        /^tapnet_vm_policy_dropped_packets_total\{vm="vm-00",network="vms",direction="egress"\} 7$/m,
+      );
+      assert.match(
+        text,
+        /^tapnet_vm_policy_dropped_bytes_total\{vm="vm-00",network="vms",direction="ingress"\} 60$/m,
+      );
       assert.doesNotMatch(text, /vm="vm-02"/, 'the third VM is over the cap');
       assert.match(text, /^tapnet_vm_metrics_omitted 1$/m);
       // The values are the kernel's at each scrape (set, not added up).

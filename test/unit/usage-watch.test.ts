@@ -32,7 +32,11 @@ const report = (s: number, v: VmStats): StatsReport => ({
 
 function sink(isTTY: boolean) {
   const chunks: string[] = [];
-  return { isTTY, chunks, write: (s: string) => (chunks.push(s), true) };
+  const write = (s: string): boolean => {
+    chunks.push(s);
+    return true;
+  };
+  return { isTTY, chunks, write };
 }
 
 describe('stats --watch', () => {
@@ -56,7 +60,11 @@ describe('stats --watch', () => {
     let i = 0;
     const samples = [vm(0, 0), vm(3000, 1000), vm(9000, 1000)];
     const out = sink(false);
-    const n = await watchStats(async () => report(i * 2, samples[i++]!), { intervalSeconds: 0.01, count: 3, out });
+    const n = await watchStats(async () => report(i * 2, samples[i++]!), {
+      intervalSeconds: 0.01,
+      count: 3,
+      out,
+    });
     assert.equal(n, 3);
     const lines = out.chunks.join('').split('\n').filter(Boolean);
     assert.equal(lines.length, 3);
@@ -79,11 +87,20 @@ describe('stats --watch', () => {
     assert.match(text, /a\s+vms\s+up\s+500 B\/s\s+0 B\/s\s+5\s+0\s+2\.0 kB/);
     assert.match(text, /network vms: anti-spoofing dropped 9 packet\(s\)/);
     const json = sink(true);
-    await watchStats(async () => report(0, vm(1, 1)), { intervalSeconds: 0.01, count: 1, json: true, out: json });
+    await watchStats(async () => report(0, vm(1, 1)), {
+      intervalSeconds: 0.01,
+      count: 1,
+      json: true,
+      out: json,
+    });
     assert.doesNotThrow(() => JSON.parse(json.chunks.join('')));
     const ac = new AbortController();
     const forever = sink(false);
-    const run = watchStats(async () => report(0, vm(1, 1)), { intervalSeconds: 60, out: forever, signal: ac.signal });
+    const run = watchStats(async () => report(0, vm(1, 1)), {
+      intervalSeconds: 60,
+      out: forever,
+      signal: ac.signal,
+    });
     setTimeout(() => ac.abort(), 50);
     assert.equal(await run, 0, 'stopped while waiting for the next sample');
     assert.equal(forever.chunks.length, 1);
@@ -91,7 +108,10 @@ describe('stats --watch', () => {
 
   it('the one-shot table keeps its columns and adds the policy drops', () => {
     const t = statsTable([vm(1500, 3000)]);
-    assert.match(t, /^VM\s+TAP\s+STATE\s+GUEST RX\s+RX PKTS\s+GUEST TX\s+TX PKTS\s+ERRORS\s+DROPPED\s+POLICY DROPS$/m);
+    assert.match(
+      t,
+      /^VM\s+TAP\s+STATE\s+GUEST RX\s+RX PKTS\s+GUEST TX\s+TX PKTS\s+ERRORS\s+DROPPED\s+POLICY DROPS$/m,
+    );
     assert.match(t, /^a\s+tn-a\s+up\s+1\.5 kB\s+15\s+3\.0 kB\s+30\s+0\s+0\s+3$/m);
   });
 });
