@@ -29,6 +29,8 @@ export interface FirewallDrops {
   unregistered: DropCounter | null;
   /** By vmId: the VM's policy drops (absent: could not be read, see problems). */
   policy: Map<string, PolicyDrops>;
+  /** The direct-mode VMs these figures were read for. */
+  vms: Set<string>;
   problems: { vmId?: string; network?: string; code: string; message: string }[];
 }
 
@@ -58,7 +60,13 @@ function policyFor(
 
 /** The firewall's drop counters for these records' networks and VMs (direct mode only). */
 export function readFirewallDrops(m: NetworkManager, records: readonly VmRecord[]): FirewallDrops {
-  const out: FirewallDrops = { networks: new Map(), unregistered: null, policy: new Map(), problems: [] };
+  const out: FirewallDrops = {
+    networks: new Map(),
+    unregistered: null,
+    policy: new Map(),
+    vms: new Set(records.filter((r) => r.mode !== 'cni').map((r) => r.vmId)),
+    problems: [],
+  };
   if (m.firewall.kind === 'none') return out;
   const direct = [...m.config.networks.values()].filter((n) => n.mode !== 'cni');
   let status: FirewallStatus | undefined;

@@ -233,11 +233,13 @@ export async function statsRecords(
   return { records: records.sort((a, b) => a.vmId.localeCompare(b.vmId)), problems };
 }
 
-/** How collectStats gets the firewall's figures (a StatsReader shares one reading between calls). */
-export type DropsSource = (m: NetworkManager) => Promise<FirewallDrops>;
+/**
+ * How collectStats gets the firewall's figures for `records` (a StatsReader shares one reading of every
+ * VM's between calls; by default they are read for `records` alone).
+ */
+export type DropsSource = (m: NetworkManager, records: readonly VmRecord[]) => Promise<FirewallDrops>;
 
-/** Firewall figures of every ready VM (one listing serves them all). */
-export const readAllDrops: DropsSource = async (m) => readFirewallDrops(m, (await statsRecords(m)).records);
+const readDrops: DropsSource = async (m, records) => readFirewallDrops(m, records);
 
 /**
  * Counters of `vmIds` (every VM when undefined; `[]`: only the networks' figures) and of their
@@ -248,7 +250,7 @@ export async function collectStats(
   opts: { vmIds?: readonly string[]; drops?: DropsSource } = {},
 ): Promise<StatsReport> {
   const { records, problems } = await statsRecords(m, opts.vmIds);
-  const drops = await (opts.drops ?? ((mm) => Promise.resolve(readFirewallDrops(mm, records))))(m);
+  const drops = await (opts.drops ?? readDrops)(m, records);
   const at = new Date().toISOString();
   const taps = readTaps(m, records);
   const vms: VmStats[] = [];
@@ -283,7 +285,7 @@ export async function vmStats(m: NetworkManager, vmId: string, drops?: DropsSour
   }
   const t = readTaps(m, [r]).get(vmId)!;
   if (t instanceof TapnetError) throw t;
-  const fw = await (drops ?? ((mm) => Promise.resolve(readFirewallDrops(mm, [r]))))(m);
+  const fw = await (drops ?? readDrops)(m, [r]);
   return toVmStats(r, t, fw, new Date().toISOString());
 }
 
@@ -299,16 +301,20 @@ export class StatsReader {
     private readonly ttlMs = 1000,
   ) {}
 
-  private drops: DropsSource = (m) => {
+  /** Every ready VM's figures, read at most once per ttlMs — again at once for a VM the last read missed. */
+  private drops: DropsSource = async (m, records) => {
     const now = performance.now();
-    if (!this.cached || now - this.cached.at > this.ttlMs) {
-      const drops = readAllDrops(m);
-      this.cached = { at: now, drops };
-      drops.catch(() => {
-        if (this.cached?.drops === drops) this.cached = undefined;
-      });
+    if (this.cached && now - this.cached.at <= this.ttlMs) {
+      const drops = await this.cached.drops.catch(() => undefined);
+      const direct = records.filter((r) => r.mode !== 'cni');
+      if (drops && direct.every((r) => drops.vms.has(r.vmId))) return drops;
     }
-    return this.cached.drops;
+    const drops = statsRecords(m).then(({ records: all }) => readFirewallDrops(m, all));
+    this.cached = { at: now, drops };
+    drops.catch(() => {
+      if (this.cached?.drops === drops) this.cached = undefined;
+    });
+    return drops;
   };
 
   /** See vmStats(). */

@@ -172,6 +172,21 @@ describe('stats from real traffic, direct mode', { skip }, () => {
     }
   });
 
+  it('a StatsReader shares one firewall reading, yet a VM created after it gets its figures at once', async () => {
+    const reader = new StatsReader(m);
+    assert.notEqual((await reader.vm('vm1')).policyDrops, null);
+    await m.ensure('late');
+    try {
+      const s = await reader.vm('late');
+      assert.deepEqual(s.policyDrops, {
+        egress: { packets: 0, bytes: 0 },
+        ingress: { packets: 0, bytes: 0 },
+      });
+    } finally {
+      await m.release('late');
+    }
+  });
+
   it('a VM whose TAP is gone: ERR_LINK_NOT_FOUND alone, a problem in the report; unknown VMs too', async () => {
     const gone = await m.ensure('vm-gone');
     deleteLink(t.nl, gone.tap);
