@@ -108,6 +108,7 @@ export class FakeApi implements TapnetApi {
       orphanTaps: ['tnorphan'],
       incompleteRecords: [],
       recreatedTaps: [],
+      reattachedTaps: [],
       orphanLeases: [],
       orphanFirewallElements: [],
       corruptRecords: [],
