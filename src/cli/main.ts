@@ -8,6 +8,8 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { addCniCommand } from './commands-cni.js';
+import { addPolicyCommand } from './commands-policy.js';
+import { addClusterCommand } from './commands-cluster.js';
 import { addOpsCommands } from './commands-ops.js';
 import { addVmCommands } from './commands-vm.js';
 import { EXIT_CODES, reportError } from './output.js';
@@ -28,6 +30,8 @@ Examples:
   tapnet serve                           run the daemon (API on /run/tapnet/tapnet.sock)
   tapnet config --print                  the effective configuration and where each value came from
   tapnet cni add vms /run/netns/demo     run a CNI conflist by hand, like cnitool
+  tapnet cluster status                  cluster mode: every host, its VTEP, lease state and VMs (etcd)
+  tapnet cluster reclaim host-b --force  free a dead host's addresses (refused while it is alive)
 
 Daemon: commands go through the daemon when one answers on the socket (--socket, TAPNET_SOCKET,
 api.socket; default /run/tapnet/tapnet.sock), and run in-process otherwise; --local forces in-process.
@@ -35,7 +39,7 @@ Configuration: /etc/tapnet/config.yaml (or .json; --config FILE, TAPNET_CONFIG),
 variables, then flags. See \`tapnet config --help\`.
 Exit codes: 0 ok, 1 failure (also: verify found problems, doctor found a ✗), 2 invalid argument or
 config, 3 not found, 4 conflict, 5 exhausted or capacity, 6 permission denied, 7 unsupported platform,
-8 teardown incomplete, 9 timeout or aborted.`;
+8 teardown incomplete, 9 timeout, aborted or unavailable (cluster store unreachable: retry).`;
 
 export function buildProgram(): Command {
   const program = new Command('tapnet')
@@ -50,7 +54,9 @@ export function buildProgram(): Command {
     .exitOverride();
   addVmCommands(program);
   addOpsCommands(program);
+  addPolicyCommand(program);
   addCniCommand(program);
+  addClusterCommand(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

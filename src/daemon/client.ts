@@ -161,6 +161,15 @@ export class DaemonClient implements TapnetApi {
     return this.request('GET', '/v1/vms');
   }
 
+  async setPolicy(vmId: string, policy: Record<string, unknown> | null): Promise<NetworkInfo> {
+    if (policy === null) return this.request('DELETE', vmPath(vmId, '/policy'));
+    return this.request('PUT', vmPath(vmId, '/policy'), policy);
+  }
+
+  async getPolicy(vmId: string): Promise<unknown> {
+    return (await this.request<{ policy?: unknown }>('GET', vmPath(vmId, '/policy'))).policy;
+  }
+
   async stats(vmId: string): Promise<VmStats> {
     return this.request('GET', vmPath(vmId, '/stats'));
   }

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ERROR_CODES } from '../errors.js';
+import { POLICY_PATHS, POLICY_SCHEMAS } from './openapi-policy.js';
 import { STATS_PATHS, STATS_SCHEMAS } from './openapi-stats.js';
 import { ensureBodySchema } from './schemas.js';
 
@@ -95,6 +96,7 @@ const SCHEMAS: Record<string, Json> = {
     ],
   ),
   ...STATS_SCHEMAS,
+  ...POLICY_SCHEMAS,
   ReconcileReport: obj(
     {
       orphanTaps: arr(str()),
@@ -216,6 +218,7 @@ const PATHS: Record<string, Json> = {
     },
   },
   ...STATS_PATHS,
+  ...POLICY_PATHS,
   '/v1/vms/{vmId}/tap-fd': {
     parameters: [vmId],
     post: {

@@ -13,7 +13,7 @@ import { validateVmId } from '../validate.js';
 import { sendResponseWithFds } from './fdpass.js';
 import { HttpError, publicError, readJsonBody, sendError, sendJson, validateBody } from './http.js';
 import { VERSION } from './openapi.js';
-import { ensureBodySchema } from './schemas.js';
+import { ensureBodySchema, policyBodySchema } from './schemas.js';
 import { dropFds, type TapnetApi } from './service.js';
 
 /** What the routes need from the daemon. */
@@ -65,7 +65,7 @@ const vm = (c: Call): string => validateVmId(c.params.vmId);
 /** The query string of a request. */
 const query = (c: Call): URLSearchParams => new URL(c.req.url ?? '/', 'http://localhost').searchParams;
 
-type OptionalOp = 'statsAll' | 'usage' | 'collectUsage';
+type OptionalOp = 'statsAll' | 'usage' | 'collectUsage' | 'setPolicy' | 'getPolicy';
 
 /** An operation a TapnetApi may lack (embedders' services): ERR_NOT_FOUND when it does. */
 function op<K extends OptionalOp>(a: TapnetApi, k: K): NonNullable<TapnetApi[K]> {
@@ -189,6 +189,35 @@ const ROUTES: Route[] = [
     handle: async (ctx, c) => {
       const id = vm(c);
       return { status: 200, json: await ctx.use((a) => a.stats(id)) };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/v1/vms/{vmId}/policy',
+    op: 'policy-get',
+    handle: async (ctx, c) => {
+      const id = vm(c);
+      const policy = await ctx.use((a) => op(a, 'getPolicy')(id));
+      return { status: 200, json: policy === undefined ? {} : { policy } };
+    },
+  },
+  {
+    method: 'PUT',
+    path: '/v1/vms/{vmId}/policy',
+    op: 'policy-set',
+    handle: async (ctx, c) => {
+      const id = vm(c);
+      const doc = validateBody(policyBodySchema, await readJsonBody(c.req, ctx.maxBodyBytes));
+      return { status: 200, json: await ctx.use((a) => op(a, 'setPolicy')(id, doc)) };
+    },
+  },
+  {
+    method: 'DELETE',
+    path: '/v1/vms/{vmId}/policy',
+    op: 'policy-rm',
+    handle: async (ctx, c) => {
+      const id = vm(c);
+      return { status: 200, json: await ctx.use((a) => op(a, 'setPolicy')(id, null)) };
     },
   },
   {

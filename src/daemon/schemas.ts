@@ -5,6 +5,18 @@
  */
 import { z } from 'zod';
 
+const rateSchema = z
+  .object({
+    rateBps: z.number().int().min(1).max(1e12).describe('bytes per second'),
+    burstBytes: z.number().int().min(1).max(1e12).describe('bucket size in bytes (default: 1/10 s worth, at least one MTU)').optional(),
+  })
+  .strict();
+
+const bandwidthSchema = z
+  .object({ rx: rateSchema.describe('to the guest').optional(), tx: rateSchema.describe('from the guest').optional() })
+  .strict()
+  .describe('Bandwidth limits');
+
 export const ensureBodySchema = z
   .object({
     network: z
@@ -48,8 +60,20 @@ export const ensureBodySchema = z
       .describe('TAP queues (multi-queue virtio-net); default 1')
       .optional(),
     vnetHdr: z.boolean().describe('virtio-net header on the TAP (default true)').optional(),
+    policy: z
+      .record(z.string(), z.unknown())
+      .describe('The VM’s firewall policy (docs/POLICY.md); validated field by field, errors name the field')
+      .optional(),
+    bandwidth: bandwidthSchema.optional(),
+    vmm: z
+      .enum(['qemu', 'firecracker', 'cloud-hypervisor'])
+      .describe('Where limits go: tc on the TAP (qemu, cloud-hypervisor) or Firecracker’s rate limiters')
+      .optional(),
   })
   .strict()
   .describe('What a VM needs: every field is optional');
+
+/** PUT /v1/vms/{vmId}/policy: a policy document (validated by the policy parser). */
+export const policyBodySchema = z.record(z.string(), z.unknown()).describe('A policy document (docs/POLICY.md)');
 
 export type EnsureBody = z.output<typeof ensureBodySchema>;

@@ -30,6 +30,10 @@ export interface TapnetApi {
   usage?(opts?: { since?: string }): Promise<UsageReport>;
   /** Hand over and forget a released VM's final usage. */
   collectUsage?(vmId: string): Promise<UsageEntry>;
+  /** Set (or with null, remove) a VM's own firewall policy, live. */
+  setPolicy?(vmId: string, policy: Record<string, unknown> | null): Promise<NetworkInfo>;
+  /** A VM's own policy document (undefined: none). */
+  getPolicy?(vmId: string): Promise<unknown>;
   /** Reconcile and repair. */
   gc(): Promise<ReconcileReport>;
   /** Compare, change nothing. */
@@ -98,6 +102,14 @@ export class ManagerService implements TapnetApi {
 
   list(): Promise<NetworkInfo[]> {
     return this.manager.list();
+  }
+
+  setPolicy(vmId: string, policy: Record<string, unknown> | null): Promise<NetworkInfo> {
+    return this.manager.setPolicy(vmId, policy);
+  }
+
+  getPolicy(vmId: string): Promise<unknown> {
+    return this.manager.getPolicy(vmId);
   }
 
   stats(vmId: string): Promise<VmStats> {

@@ -647,6 +647,7 @@ export class NetworkManager {
       if (!r || r.state !== 'ready') throw new TapnetError('ERR_NOT_FOUND', `VM ${vmId} has no network`, { details: { vmId } });
       if (r.mode === 'cni') throw new TapnetError('ERR_INVALID_ARGUMENT', `VM ${vmId} is in CNI mode: policies and limits come from its conflist`);
       const net = this.network(r.network);
+      this.ensureNetwork(net); // a fresh process (a CLI) has not applied the network's firewall yet
       const next = change(r);
       await apply(r, next, net);
       const stored = await this.store.records.put(next, { expectedGeneration: r.generation });

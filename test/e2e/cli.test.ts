@@ -98,6 +98,25 @@ describe('tapnet CLI, as a user types it', { skip }, () => {
     assert.equal(t.ipJson<unknown[]>('link', 'show', 'type', 'tun').length, 0);
   });
 
+  it('policy set/get/rm, and a bad policy refused naming the field', () => {
+    assert.equal(tapnet('up', 'vmpol').status, 0);
+    const file = join(dir, 'web.json');
+    const doc = { default: 'deny', rules: [{ direction: 'ingress', protocol: 'tcp', ports: [80, 443], action: 'allow' }] };
+    writeFileSync(file, JSON.stringify(doc));
+    const set = tapnet('policy', 'set', 'vmpol', '--file', file);
+    assert.equal(set.status, 0, set.stderr);
+    const got = JSON.parse(tapnet('policy', 'get', 'vmpol', '--json').stdout);
+    assert.equal(got.default, 'deny');
+    assert.deepEqual(got.rules[0].ports, [80, 443]);
+    writeFileSync(file, JSON.stringify({ default: 'deny', rules: [{ direction: 'ingress', protocol: 'tcp', ports: ['80; flush ruleset'], action: 'allow' }] }));
+    const bad = tapnet('policy', 'set', 'vmpol', '--file', file);
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /ERR_INVALID_ARGUMENT: .*rules\[0\]\.ports\[0\]/);
+    assert.equal(tapnet('policy', 'rm', 'vmpol').status, 0);
+    assert.equal(JSON.parse(tapnet('policy', 'get', 'vmpol', '--json').stdout), null);
+    assert.equal(tapnet('down', 'vmpol').status, 0);
+  });
+
   it('cni conflist prints the Firecracker conflist and writes it atomically', () => {
     const r = tapnet('cni', 'conflist', 'fcnet', '--subnet', '198.18.90.0/24');
     assert.equal(r.status, 0, r.stderr);
