@@ -22,3 +22,4 @@ export { renderFirecrackerVmConfig, validateFirecrackerConfig } from './vm/firec
 export { CniRuntime, type CniRuntimeOptions } from './cni/api.js';
 export { PodNetwork } from './manager/cni-mode.js';
 export { firecrackerConflist, writeConflist } from './manager/cni-conflist.js';
+export * from './cluster/index.js';

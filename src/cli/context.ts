@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import type { LoadedConfig } from '../config/load.js';
 import { managerPart } from '../config/schema.js';
 import { DaemonClient, type DaemonState } from '../daemon/client.js';
+import { ClusterService, openClusterManager } from '../daemon/cluster.js';
 import { ManagerService, type TapnetApi } from '../daemon/service.js';
 import { NetworkManager } from '../manager/manager.js';
 import { type GlobalFlags, loadCliConfig } from './config.js';
@@ -32,7 +33,18 @@ export async function openCliApi(cmd: Command, opts: { reconcile?: boolean } = {
   const socket = loaded.config.api.socket;
   const daemon = g.local ? 'absent' : await DaemonClient.probe(socket, 2000);
   if (daemon === 'answering') return { api: new DaemonClient({ socket }), via: 'daemon', loaded, daemon };
-  const m = await NetworkManager.open(managerPart(loaded.config), { reconcile: opts.reconcile ?? false });
+  const reconcile = opts.reconcile ?? false;
+  if (loaded.config.cluster) {
+    // Cluster mode without the daemon: the etcd store, but no membership and no overlay agent.
+    const { node, manager } = await openClusterManager(
+      loaded,
+      (input, store) => NetworkManager.open(input, { store, reconcile }),
+      false,
+    );
+    const api = new ClusterService(manager, loaded, node, { daemon: { socket, state: daemon } });
+    return { api, via: 'local', loaded, daemon };
+  }
+  const m = await NetworkManager.open(managerPart(loaded.config), { reconcile });
   return {
     api: new ManagerService(m, loaded, { daemon: { socket, state: daemon } }),
     via: 'local',

@@ -22,6 +22,7 @@ export const EXIT_CODES: Partial<Record<ErrorCode, number>> & { ok: number; fail
   ERR_IPAM_LEAK: 8,
   ERR_TIMEOUT: 9,
   ERR_ABORTED: 9,
+  ERR_UNAVAILABLE: 9,
 };
 
 export function exitCodeFor(e: TapnetError): number {

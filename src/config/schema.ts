@@ -3,9 +3,12 @@
  * firewall, …) plus the daemon's own — the API listeners, logging and shutdown behaviour — in one zod
  * schema, so one file and one validation cover everything.
  */
+import { hostname } from 'node:os';
 import { z } from 'zod';
+import { ClusterKeys, validateHostName } from '../cluster/keys.js';
 import { parseIp } from '../ip.js';
 import { type ManagerConfigInput, managerConfigSchema } from '../manager/config.js';
+import { validateIfname } from '../validate.js';
 
 /** Where the daemon listens unless configured otherwise. */
 export const DEFAULT_SOCKET = '/run/tapnet/tapnet.sock';
@@ -101,16 +104,74 @@ export const daemonConfigSchema = z
   })
   .strict();
 
+const valid = (fn: () => unknown): boolean => {
+  try {
+    return fn() !== false;
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * Cluster mode (docs/CLUSTER.md): when present, the state store is etcd, shared by every host, and
+ * networks with `scope: cluster` span the hosts through a VXLAN overlay.
+ */
+export const clusterConfigSchema = z
+  .object({
+    /** etcd client URLs, tried in turn (`http://198.18.100.254:2379`; no TLS yet). */
+    endpoints: z
+      .array(
+        z
+          .string()
+          .refine(
+            (s) => valid(() => /^http:\/\/[^/?#@]+\/?$/.test(s) && new URL(s)),
+            'must be an etcd client URL like http://198.18.100.254:2379',
+          ),
+      )
+      .min(1),
+    /** This host's name in the cluster (its records, leases and liveness). Default: the hostname. */
+    host: z
+      .string()
+      .refine((s) => valid(() => validateHostName(s)), 'must be 1-63 characters of A-Z a-z 0-9 _ . -')
+      .prefault(() => hostname()),
+    /** This host's underlay address: the VXLAN local address, next hop of routed cluster networks. */
+    vtep: z.string().refine((s) => valid(() => parseIp(s)), 'must be an IP address'),
+    /** The underlay device (VXLAN `dev`); cluster networks' MTU defaults to its MTU − 50 (− 70 over IPv6). */
+    underlay: z.string().refine((s) => valid(() => validateIfname(s)), 'must be an interface name'),
+    /** Key prefix in etcd. Default /tapnet. */
+    prefix: z
+      .string()
+      .refine((s) => valid(() => new ClusterKeys(s)), 'must look like /tapnet (1-4 segments)')
+      .optional(),
+    /** Session lease TTL in seconds: a host silent this long shows expired. Default 10. */
+    ttl: z.number().int().min(1).max(3600).optional(),
+    /** Where per-host locks live: etcd (default, on the session lease) or local (flock; fewer etcd writes). */
+    locks: z.enum(['etcd', 'local']).optional(),
+  })
+  .strict();
+
+export type ClusterConfig = z.output<typeof clusterConfigSchema>;
+
 /** The keys this schema adds to the manager's. */
-export const DAEMON_KEYS = ['api', 'log', 'daemon'] as const;
+export const DAEMON_KEYS = ['api', 'log', 'daemon', 'cluster'] as const;
 
 export const tapnetConfigSchema = managerConfigSchema
   .extend({
     api: apiConfigSchema.prefault({}),
     log: logConfigSchema.prefault({}),
     daemon: daemonConfigSchema.prefault({}),
+    cluster: clusterConfigSchema.optional(),
   })
   .superRefine((c, ctx) => {
+    for (const [name, net] of Object.entries(c.networks)) {
+      if (net.scope === 'cluster' && !c.cluster) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['networks', name, 'scope'],
+          message: 'a cluster network needs the cluster key (etcd endpoints, vtep, underlay)',
+        });
+      }
+    }
     if (c.api.tcp && !c.api.token && !c.api.tokenFile) {
       ctx.addIssue({
         code: 'custom',

@@ -20,8 +20,12 @@ export const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
   ERR_PERMISSION_DENIED: 403,
   ERR_UNSUPPORTED_PLATFORM: 501,
   ERR_ABORTED: 503,
+  ERR_UNAVAILABLE: 503,
   ERR_TIMEOUT: 504,
 };
+
+/** Seconds a client should wait before retrying an ERR_UNAVAILABLE (the `Retry-After` header). */
+export const RETRY_AFTER_SECONDS = 1;
 
 /** An error with an explicit HTTP status (401, 405, 413, 415, 503 while draining). */
 export class HttpError extends TapnetError {
@@ -64,6 +68,7 @@ export function sendError(res: ServerResponse, e: unknown): { error: TapnetError
     const headers: Record<string, string> = {};
     if (status === 401) headers['www-authenticate'] = 'Bearer realm="tapnet"';
     if (status === 503) headers.connection = 'close';
+    if (error.code === 'ERR_UNAVAILABLE') headers['retry-after'] = String(RETRY_AFTER_SECONDS);
     sendJson(res, status, publicError(error), headers);
   } else res.destroy();
   return { error, status };

@@ -17,6 +17,7 @@ import type { Firewall } from '../firewall/types.js';
 import { NetworkManager } from '../manager/manager.js';
 import { type MetricsSource, TapnetMetrics } from '../observe/metrics.js';
 import { DaemonClient } from './client.js';
+import { ClusterService, openClusterManager, retryUnavailable, serviceConfigKey } from './cluster.js';
 import { HttpError } from './http.js';
 import { createLogger, type Logger } from './log.js';
 import { sdNotify } from './notify.js';
@@ -48,6 +49,8 @@ export class Daemon {
   private idleWaiters: (() => void)[] = [];
   private readonly servers: http.Server[] = [];
   private token: string | undefined;
+  /** Why the service could not be opened yet (etcd unreachable at start): calls fail with it meanwhile. */
+  private startError: TapnetError | undefined;
   private readonly signalHandlers: [NodeJS.Signals, () => void][] = [];
   private finished!: () => void;
   readonly metrics: TapnetMetrics;
@@ -119,7 +122,10 @@ export class Daemon {
   private async use<T>(fn: (api: TapnetApi) => Promise<T>): Promise<T> {
     const draining = () => new HttpError(503, 'ERR_ABORTED', 'tapnet is shutting down');
     if (this.state === 'draining' || this.state === 'closed') throw draining();
+    const notYet = () => this.state === 'starting' && this.startError !== undefined;
+    if (notYet()) throw this.startError!;
     await this.gate;
+    if (notYet()) throw this.startError!;
     if (this.stopping() || !this.api) throw draining();
     this.calls++;
     try {
@@ -164,10 +170,14 @@ export class Daemon {
 
   private async openService(loaded: LoadedConfig): Promise<{ api: TapnetApi; source?: MetricsSource }> {
     if (this.opts.openService) return this.opts.openService(loaded);
-    const m = await NetworkManager.open(managerPart(loaded.config), {
-      reconcile: false,
-      ...(this.opts.firewall ? { firewall: this.opts.firewall } : {}),
-    });
+    const options = { reconcile: false, ...(this.opts.firewall ? { firewall: this.opts.firewall } : {}) };
+    const { node, manager: m } = loaded.config.cluster
+      ? await openClusterManager(
+          loaded,
+          (input, store) => NetworkManager.open(input, { ...options, store }),
+          true,
+        )
+      : { node: undefined, manager: await NetworkManager.open(managerPart(loaded.config), options) };
     try {
       if (loaded.config.daemon.reconcileOnStart) {
         const t0 = performance.now();
@@ -189,11 +199,13 @@ export class Daemon {
           'reconcile',
         );
       }
+      await node?.start(m);
     } catch (e) {
       await m.close();
+      await node?.close();
       throw e;
     }
-    const service = new ManagerService(m, loaded);
+    const service = node ? new ClusterService(m, loaded, node) : new ManagerService(m, loaded);
     const source: MetricsSource = {
       activeVms: () => m.metrics().activeVms,
       stats: (o) => service.statsReader.all(o.vms ? undefined : []),
@@ -215,7 +227,19 @@ export class Daemon {
 
   private async openInitial(): Promise<void> {
     try {
-      const { api, source } = await this.openService(this.loaded);
+      const { api, source } = await retryUnavailable(() => this.openService(this.loaded), {
+        stopped: () => this.stopping(),
+        onRetry: (e, delayMs) => {
+          this.startError = e;
+          const wake = this.openGate; // callers waiting for the start get the error now
+          this.gate = new Promise((r) => {
+            this.openGate = r;
+          });
+          wake();
+          this.logger.warn({ op: 'start', code: e.code, error: e.toJSON(), retryInMs: delayMs }, 'retrying');
+        },
+      });
+      this.startError = undefined;
       this.api = api;
       this.source = source;
       if (this.state === 'starting') this.state = 'ready';
@@ -328,8 +352,7 @@ export class Daemon {
     const b = next.config.api;
     if (a.socket !== b.socket || a.tcp !== b.tcp)
       this.logger.warn({ op: 'reload' }, 'api.socket and api.tcp apply after a restart');
-    const managerChanged =
-      JSON.stringify(managerPart(this.loaded.config)) !== JSON.stringify(managerPart(next.config));
+    const managerChanged = serviceConfigKey(this.loaded.config) !== serviceConfigKey(next.config);
     if (!managerChanged) {
       this.loaded = next;
       this.logger.info({ op: 'reload', outcome: 'ok', managerReopened: false }, 'configuration reloaded');
@@ -397,7 +420,15 @@ export class Daemon {
       if (m) {
         // Their TAPs' counters die with them: the usage export takes them first.
         if (this.api instanceof ManagerService) await this.api.sampleUsage().catch(() => undefined);
-        const ids = (await m.list()).map((i) => i.vmId);
+        const listed = await m.list().catch((e: unknown) => {
+          const t = toTapnetError(e);
+          this.logger.error(
+            { op: 'shutdown', code: t.code, error: t.toJSON() },
+            'cannot list the VMs to release',
+          );
+          return [];
+        });
+        const ids = listed.map((i) => i.vmId);
         const r = await m.releaseMany(ids);
         this.logger.info(
           { op: 'shutdown', released: r.released.length, failed: r.failed.length },
@@ -405,7 +436,7 @@ export class Daemon {
         );
       }
     }
-    await this.api?.close();
+    await (this.api instanceof ClusterService ? this.api.close({ final: true }) : this.api?.close());
     this.metrics.close();
     try {
       if (existsSync(this.socket) && lstatSync(this.socket).isSocket()) unlinkSync(this.socket);
