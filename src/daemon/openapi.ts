@@ -177,7 +177,15 @@ const ensureBody: Json = {
 const common = {
   '400': error('Invalid vmId or body'),
   '500': error('Failure (e.g. ERR_TEARDOWN with every failed step)'),
-  '503': error('Shutting down'),
+  '503': {
+    ...error('Shutting down (ERR_ABORTED), or cluster mode with etcd unreachable (ERR_UNAVAILABLE: retry)'),
+    headers: {
+      'Retry-After': {
+        description: 'ERR_UNAVAILABLE: seconds to wait before retrying',
+        schema: { type: 'integer' },
+      },
+    },
+  },
 };
 
 const PATHS: Record<string, Json> = {
