@@ -163,6 +163,18 @@ describe('cluster mode through the daemon and the CLI', { skip, timeout: 90_000 
     assert.deepEqual([vx!.mtu, vx!.master], [1450, 'tn-c1'], 'the VXLAN device is a port of the bridge');
   });
 
+  it('without the daemon (--local), up and down work on the etcd store too', () => {
+    const up = tapnet('--local', 'up', 'vm-l1', '--json');
+    assert.equal(up.status, 0, up.stderr);
+    const l1 = JSON.parse(up.stdout) as Info;
+    assert.equal(l1.mtu, 1450);
+    const taken = Object.values(info).map((i) => bare(i.ipv4));
+    assert.ok(!taken.includes(bare(l1.ipv4)), `${l1.ipv4} is not taken by another VM`);
+    assert.equal(host(status(), 'a')?.vms, 6, 'host-a counts it');
+    const down = tapnet('--local', 'down', 'vm-l1');
+    assert.equal(down.status, 0, down.stderr);
+  });
+
   it('tapnet cluster status lists both hosts alive with their VM counts', () => {
     const s = status();
     for (const h of HOSTS) {
