@@ -6,11 +6,12 @@
  * lists both hosts alive with their VM counts; a VM on host A reaches a VM on host B; an etcd outage is
  * 503 ERR_UNAVAILABLE with Retry-After (ensure and release), and the daemons carry on once etcd is back;
  * a killed daemon shows expired while its VMs stay reachable; reclaim is refused without --force and
- * frees the host with it; a daemon with no VM left leaves the cluster on SIGTERM.
+ * frees the host with it; a daemon with no VM left leaves the cluster on SIGTERM. Host B keeps its
+ * locks locally (cluster.locks: local); `tapnet --local` works on the etcd store without the daemon.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -89,6 +90,7 @@ describe('cluster mode through the daemon and the CLI', { skip, timeout: 90_000 
       underlay: 'eth0',
       prefix: PREFIX,
       ttl: 2,
+      ...(h === 'b' ? { locks: 'local' } : {}), // host B keeps its locks in its state directory
     },
   });
   const standIn = (h: Host, vmId: string): StandIn => {
@@ -161,6 +163,8 @@ describe('cluster mode through the daemon and the CLI', { skip, timeout: 90_000 
       vxlanName(deriveVni('c1')),
     );
     assert.deepEqual([vx!.mtu, vx!.master], [1450, 'tn-c1'], 'the VXLAN device is a port of the bridge');
+    assert.ok(existsSync(join(d.b.stateDir, 'locks', 'vm')), 'host B took its VM locks locally');
+    assert.ok(!existsSync(join(d.a.stateDir, 'locks', 'vm')), 'host A took them in etcd');
   });
 
   it('without the daemon (--local), up and down work on the etcd store too', () => {
