@@ -62,7 +62,13 @@ async function tapnetRun(topology: 'bridge' | 'routed', n: number, sequentialRel
     const total = msSince(t0);
     if (failed.length) throw failed[0]!.error;
     const f = flatness(ensure);
-    return { ensure, release, releaseManyPerVm: rest.length ? total / rest.length : Number.NaN, first: f.first, last: f.last };
+    return {
+      ensure,
+      release,
+      releaseManyPerVm: rest.length ? total / rest.length : Number.NaN,
+      first: f.first,
+      last: f.last,
+    };
   } finally {
     await m.close();
     ns.close();
@@ -105,8 +111,12 @@ async function run(opts: BenchOptions): Promise<BenchRecord[]> {
   log(`CNI bridge + host-local, ${vms} VMs`);
   const cni = await cniBridgeVms(vms);
   out.push(
-    makeRecord(NAME, `CNI bridge+host-local @${vms}`, 'vm setup', cni.setup, { note: 'netns add + ADD (exec per VM)' }),
-    makeRecord(NAME, `CNI bridge+host-local @${vms}`, 'vm teardown', cni.teardown, { note: 'DEL + netns delete' }),
+    makeRecord(NAME, `CNI bridge+host-local @${vms}`, 'vm setup', cni.setup, {
+      note: 'netns add + ADD (exec per VM)',
+    }),
+    makeRecord(NAME, `CNI bridge+host-local @${vms}`, 'vm teardown', cni.teardown, {
+      note: 'DEL + netns delete',
+    }),
   );
   log(`netavark, ${vms} containers`);
   const nv = await netavarkContainers(vms);
@@ -119,6 +129,7 @@ async function run(opts: BenchOptions): Promise<BenchRecord[]> {
 
 export const suite: BenchSuite = {
   name: NAME,
-  description: 'a VM network per ensure/release (TAP + IPAM + store + firewall): tapnet bridge/routed vs CNI and netavark',
+  description:
+    'a VM network per ensure/release (TAP + IPAM + store + firewall): tapnet bridge/routed vs CNI and netavark',
   run,
 };

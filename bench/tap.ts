@@ -29,10 +29,13 @@ function tapnetTaps(n: number, rounds: number): TapnetTimings {
     const nl = NetlinkSocket.open({ nsFd: ns.fd });
     try {
       const bridges: number[] = [];
-      for (let b = 0; b < Math.ceil(n / PER_BRIDGE); b++) bridges.push(ensureBridge(nl, { name: `br${b}`, up: true }).index);
+      for (let b = 0; b < Math.ceil(n / PER_BRIDGE); b++)
+        bridges.push(ensureBridge(nl, { name: `br${b}`, up: true }).index);
       const names = Array.from({ length: n }, (_, i) => `tap${i}`);
       const setup = names.map((name, i) =>
-        timeSync(() => createTap({ name, nsFd: ns.fd, master: bridges[Math.floor(i / PER_BRIDGE)]!, up: true }, nl)),
+        timeSync(() =>
+          createTap({ name, nsFd: ns.fd, master: bridges[Math.floor(i / PER_BRIDGE)]!, up: true }, nl),
+        ),
       );
       const made = listLinks(nl, { kind: 'tun' }).length;
       if (made !== n) throw new Error(`expected ${n} TAPs, found ${made}`);
@@ -77,7 +80,10 @@ async function run(opts: BenchOptions): Promise<BenchRecord[]> {
   log(`ip -batch, ${taps} TAPs × ${rounds} round(s)`);
   const batch = await ipBatchTaps(taps, { rounds });
   out.push(
-    makeRecord(NAME, 'ip -batch', 'tap setup', batch.setup, { baseline: true, note: 'one ip -batch process for all TAPs (per TAP = total/n)' }),
+    makeRecord(NAME, 'ip -batch', 'tap setup', batch.setup, {
+      baseline: true,
+      note: 'one ip -batch process for all TAPs (per TAP = total/n)',
+    }),
     makeRecord(NAME, 'ip -batch', 'tap teardown', batch.teardown, { baseline: true }),
   );
   const group = await ipBatchTaps(taps, { rounds, teardown: 'group' });

@@ -32,7 +32,15 @@ const PACKAGES = {
     ...VM_PACKAGES,
     ...ETCD_PACKAGES,
   ],
-  demo: ['libnftables1', 'nftables', 'iproute2', 'util-linux', 'containernetworking-plugins', 'iptables', ...VM_PACKAGES],
+  demo: [
+    'libnftables1',
+    'nftables',
+    'iproute2',
+    'util-linux',
+    'containernetworking-plugins',
+    'iptables',
+    ...VM_PACKAGES,
+  ],
   bench: [
     'libnftables1',
     'nftables',
@@ -52,6 +60,7 @@ const log = (m) => process.stderr.write(`bootstrap: ${m}\n`);
 
 function missingDebs(pkgs) {
   return pkgs.filter((p) => {
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's format, not a template
     const r = spawnSync('dpkg-query', ['-W', '-f=${Status}', p], { encoding: 'utf8' });
     return r.status !== 0 || !r.stdout.includes('install ok installed');
   });
@@ -59,7 +68,8 @@ function missingDebs(pkgs) {
 
 function ensureDebs(pkgs) {
   if (process.platform !== 'linux') return log('not Linux: skipping Debian packages');
-  if (spawnSync('dpkg-query', ['--version']).status !== 0) return log('no dpkg: install the equivalents of ' + pkgs.join(' '));
+  if (spawnSync('dpkg-query', ['--version']).status !== 0)
+    return log(`no dpkg: install the equivalents of ${pkgs.join(' ')}`);
   const missing = missingDebs(pkgs);
   if (missing.length === 0) return;
   if (process.getuid?.() !== 0) {
@@ -69,7 +79,10 @@ function ensureDebs(pkgs) {
   log(`installing ${missing.join(' ')}`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
-  execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], { stdio: 'inherit', env });
+  execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...missing], {
+    stdio: 'inherit',
+    env,
+  });
 }
 
 function mtime(p) {
@@ -83,7 +96,8 @@ function mtime(p) {
 function ensureNodeModules() {
   const lock = join(root, 'package-lock.json');
   const stamp = join(root, 'node_modules', '.package-lock.json');
-  if (existsSync(stamp) && mtime(stamp) >= mtime(lock) && existsSync(join(root, 'node_modules', 'koffi'))) return;
+  if (existsSync(stamp) && mtime(stamp) >= mtime(lock) && existsSync(join(root, 'node_modules', 'koffi')))
+    return;
   log('installing npm packages');
   const cmd = existsSync(lock) ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund'];
   execFileSync('npm', cmd, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
@@ -99,7 +113,10 @@ function build() {
     process.exit(r.status ?? 1);
   }
   // The standalone tc-redirect-tap CNI plugin (one bundled file) for runtimes that exec plugins.
-  const p = spawnSync(process.execPath, [join(root, 'scripts', 'build-plugin.mjs')], { cwd: root, stdio: 'inherit' });
+  const p = spawnSync(process.execPath, [join(root, 'scripts', 'build-plugin.mjs')], {
+    cwd: root,
+    stdio: 'inherit',
+  });
   if (p.status !== 0) {
     log('building the CNI plugin failed');
     process.exit(p.status ?? 1);
@@ -108,7 +125,10 @@ function build() {
 
 /** The microVM guest fixture in .cache/guest (rebuilt only when its inputs change). */
 function buildGuest() {
-  const r = spawnSync(process.execPath, [join(root, 'scripts', 'guest', 'build.mjs')], { cwd: root, stdio: 'inherit' });
+  const r = spawnSync(process.execPath, [join(root, 'scripts', 'guest', 'build.mjs')], {
+    cwd: root,
+    stdio: 'inherit',
+  });
   if (r.status === 0) return;
   if (process.getuid?.() !== 0) return log('guest fixture not built (not root): the microVM tests will skip');
   log('building the guest fixture failed');

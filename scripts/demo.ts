@@ -9,13 +9,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { get } from 'node:http';
 import { isTapnetError } from '../src/errors.js';
+import { firecrackerConflist, writeConflist } from '../src/manager/cni-conflist.js';
+import { DEFAULT_NETWORK } from '../src/manager/config.js';
 import { NetworkManager } from '../src/manager/manager.js';
 import type { NetworkInfo } from '../src/manager/types.js';
 import { ensureAddress } from '../src/net/addr.js';
 import { createVeth, deleteLink, findLink, listLinks, setLink } from '../src/net/link.js';
 import { createNetns, deleteNetns, listNetns, type Netns, openNetns } from '../src/net/netns.js';
-import { DEFAULT_NETWORK } from '../src/manager/config.js';
-import { firecrackerConflist, writeConflist } from '../src/manager/cni-conflist.js';
 import { NetlinkSocket } from '../src/netlink/socket.js';
 import type { LinkStats } from '../src/netlink/stats.js';
 import { guestFixtureWorldReadable, loadGuestFixture } from '../src/vm/fixture.js';
@@ -174,7 +174,10 @@ async function main(): Promise<number> {
   rmSync(STATE_DIR, { recursive: true, force: true });
   // tapnet's defaults, plus a network in CNI mode for the 4th VM.
   const confDir = `${STATE_DIR}/net.d`;
-  writeConflist(confDir, firecrackerConflist({ subnet: CNI_SUBNET, bridge: CNI_BRIDGE, dataDir: `${STATE_DIR}/cni-ipam` }));
+  writeConflist(
+    confDir,
+    firecrackerConflist({ subnet: CNI_SUBNET, bridge: CNI_BRIDGE, dataDir: `${STATE_DIR}/cni-ipam` }),
+  );
   const m = await NetworkManager.open(
     {
       stateDir: STATE_DIR,
@@ -230,11 +233,16 @@ async function main(): Promise<number> {
       ),
     );
 
-    step('2b', `a 4th VM in CNI mode: namespace + bridge ${CNI_BRIDGE} → tc-redirect-tap (in-process), QEMU inside the namespace`);
+    step(
+      '2b',
+      `a 4th VM in CNI mode: namespace + bridge ${CNI_BRIDGE} → tc-redirect-tap (in-process), QEMU inside the namespace`,
+    );
     {
       const t = performance.now();
       const info = await m.ensure(CNI_VM, { network: 'fc' });
-      console.log(`  ensure ${CNI_VM}: ${info.ipv4} on ${info.tap} in ${info.netns} in ${(performance.now() - t).toFixed(1)} ms`);
+      console.log(
+        `  ensure ${CNI_VM}: ${info.ipv4} on ${info.tap} in ${info.netns} in ${(performance.now() - t).toFixed(1)} ms`,
+      );
       const row: Row = { info, state: 'booting' };
       rows.push(row);
       row.vm = await QemuVm.start({

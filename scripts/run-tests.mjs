@@ -15,7 +15,14 @@ const dirs = (only.length ? only : layers).map((l) => join('dist', 'test', l));
 
 const r = spawnSync(
   process.execPath,
-  [join(root, 'scripts', 'sandbox.mjs'), process.execPath, '--test', '--test-reporter=spec', ...extra, ...dirs],
+  [
+    join(root, 'scripts', 'sandbox.mjs'),
+    process.execPath,
+    '--test',
+    '--test-reporter=spec',
+    ...extra,
+    ...dirs,
+  ],
   { stdio: 'inherit', cwd: root },
 );
 process.exit(r.status ?? 1);

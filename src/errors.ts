@@ -16,7 +16,8 @@ export const ERROR_CODES = {
   ERR_UNSUPPORTED_PLATFORM: 'tapnet needs Linux (netlink, /dev/net/tun, network namespaces)',
   ERR_SYSCALL: 'a system call failed; see errno and syscall',
   ERR_NETLINK: 'the kernel rejected a netlink request; see errno and extack',
-  ERR_NETLINK_DECODE: 'bytes received from the kernel (or given to the codec) are not a valid netlink message',
+  ERR_NETLINK_DECODE:
+    'bytes received from the kernel (or given to the codec) are not a valid netlink message',
   ERR_LINK_NOT_FOUND: 'no network interface with that name or index',
   ERR_NETNS_NOT_FOUND: 'no network namespace with that name or path',
   ERR_FIREWALL: 'nftables rejected tapnet’s batch',
@@ -98,7 +99,8 @@ export function toTapnetError(e: unknown, code: ErrorCode = 'ERR_INTERNAL', cont
  */
 export function isAlreadyGone(e: unknown): boolean {
   if (!(e instanceof TapnetError)) return false;
-  if (e.code === 'ERR_LINK_NOT_FOUND' || e.code === 'ERR_NETNS_NOT_FOUND' || e.code === 'ERR_NOT_FOUND') return true;
+  if (e.code === 'ERR_LINK_NOT_FOUND' || e.code === 'ERR_NETNS_NOT_FOUND' || e.code === 'ERR_NOT_FOUND')
+    return true;
   return e.errno === 'ENODEV' || e.errno === 'ENOENT' || e.errno === 'ESRCH' || e.errno === 'EADDRNOTAVAIL';
 }
 

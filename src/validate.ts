@@ -12,12 +12,16 @@ export const IFNAME_MAX = 15;
  * NUL or white space. We also refuse non-ASCII so names stay typeable and unambiguous.
  */
 export function validateIfname(name: unknown, what = 'interface name'): string {
-  if (typeof name !== 'string' || name.length === 0) throw invalidArgument(`${what} must be a non-empty string`);
+  if (typeof name !== 'string' || name.length === 0)
+    throw invalidArgument(`${what} must be a non-empty string`);
   const bytes = Buffer.byteLength(name, 'utf8');
   if (bytes > IFNAME_MAX) {
-    throw invalidArgument(`${what} ${JSON.stringify(name)} is ${bytes} bytes; the kernel allows at most ${IFNAME_MAX}`, {
-      value: name,
-    });
+    throw invalidArgument(
+      `${what} ${JSON.stringify(name)} is ${bytes} bytes; the kernel allows at most ${IFNAME_MAX}`,
+      {
+        value: name,
+      },
+    );
   }
   if (name === '.' || name === '..') throw invalidArgument(`${what} ${JSON.stringify(name)} is reserved`);
   if (!/^[\x21-\x7e]+$/.test(name) || /[/:]/.test(name)) {
@@ -72,7 +76,9 @@ export function validateNetnsName(name: unknown): string {
 /** An integer in [min, max]. */
 export function validateInt(v: unknown, what: string, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-    throw invalidArgument(`${what} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`, { value: v });
+    throw invalidArgument(`${what} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`, {
+      value: v,
+    });
   }
   return v;
 }

@@ -26,7 +26,16 @@ export interface BenchSuite {
  * The modules (relative to dist/bench/, without `.js`) that export suites, in run order. A module that
  * has not been written yet is skipped; one that exists but fails to load is an error.
  */
-export const SUITE_MODULES: readonly string[] = ['tap', 'ensure', 'peers', 'vm', 'api', 'cni', 'cluster', 'policy'];
+export const SUITE_MODULES: readonly string[] = [
+  'tap',
+  'ensure',
+  'peers',
+  'vm',
+  'api',
+  'cni',
+  'cluster',
+  'policy',
+];
 
 function isSuite(v: unknown): v is BenchSuite {
   const s = v as Partial<BenchSuite> | undefined;

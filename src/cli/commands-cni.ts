@@ -14,9 +14,14 @@ type Verb = (typeof VERBS)[number];
 export function addCniCommand(program: Command): void {
   program
     .command('cni')
-    .description('run a CNI network list on a namespace, like cnitool (add, check, del, gc, status); print a conflist (conflist)')
+    .description(
+      'run a CNI network list on a namespace, like cnitool (add, check, del, gc, status); print a conflist (conflist)',
+    )
     .argument('<verb>', VERBS.join(' | '))
-    .argument('[network]', 'the conflist name in NETCONFPATH (default /etc/cni/net.d); for conflist: its name (default fcnet)')
+    .argument(
+      '[network]',
+      'the conflist name in NETCONFPATH (default /etc/cni/net.d); for conflist: its name (default fcnet)',
+    )
     .argument('[netns]', 'namespace path (add, check, del)')
     .option('--cache-dir <dir>', 'result cache (default /var/lib/cni, shared with libcni tools)')
     .option('--bridge <name>', 'conflist: bridge name (default fcbr0)')

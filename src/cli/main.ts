@@ -9,8 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { addClusterCommand } from './commands-cluster.js';
 import { addCniCommand } from './commands-cni.js';
-import { addPolicyCommand } from './commands-policy.js';
 import { addOpsCommands } from './commands-ops.js';
+import { addPolicyCommand } from './commands-policy.js';
 import { addVmCommands } from './commands-vm.js';
 import { EXIT_CODES, reportError } from './output.js';
 

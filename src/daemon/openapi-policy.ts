@@ -6,7 +6,10 @@
 type Json = Record<string, unknown>;
 
 const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` });
-const json = (schema: Json, description: string): Json => ({ description, content: { 'application/json': { schema } } });
+const json = (schema: Json, description: string): Json => ({
+  description,
+  content: { 'application/json': { schema } },
+});
 const error = (description: string): Json => json(ref('Error'), description);
 const vmId: Json = {
   name: 'vmId',
@@ -21,7 +24,10 @@ const rule: Json = {
   properties: {
     direction: { type: 'string', enum: ['ingress', 'egress'] },
     protocol: { type: 'string', enum: ['tcp', 'udp', 'icmp', 'icmpv6', 'any'] },
-    ports: { type: 'array', items: { oneOf: [{ type: 'integer' }, { type: 'string', description: 'a range, "1000-2000"' }] } },
+    ports: {
+      type: 'array',
+      items: { oneOf: [{ type: 'integer' }, { type: 'string', description: 'a range, "1000-2000"' }] },
+    },
     peers: { type: 'array', items: { type: 'string', description: 'a CIDR, vm:<id> or network:<name>' } },
     action: { type: 'string', enum: ['allow', 'deny', 'reject'] },
     priority: { type: 'integer' },
@@ -34,7 +40,10 @@ export const POLICY_SCHEMAS: Record<string, Json> = {
   Policy: {
     type: 'object',
     description: 'A VM firewall policy (docs/POLICY.md); every field is checked and errors name it',
-    properties: { default: { type: 'string', enum: ['allow', 'deny'] }, rules: { type: 'array', items: rule } },
+    properties: {
+      default: { type: 'string', enum: ['allow', 'deny'] },
+      rules: { type: 'array', items: rule },
+    },
   },
 };
 
@@ -64,7 +73,11 @@ export const POLICY_PATHS: Record<string, Json> = {
     delete: {
       operationId: 'removePolicy',
       summary: 'Remove the VM’s own policy (its network’s default policy stays)',
-      responses: { '200': json(ref('NetworkInfo'), 'The VM’s network'), '400': error('Invalid vmId'), '404': error('No such VM') },
+      responses: {
+        '200': json(ref('NetworkInfo'), 'The VM’s network'),
+        '400': error('Invalid vmId'),
+        '404': error('No such VM'),
+      },
     },
   },
 };

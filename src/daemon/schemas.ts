@@ -8,12 +8,21 @@ import { z } from 'zod';
 const rateSchema = z
   .object({
     rateBps: z.number().int().min(1).max(1e12).describe('bytes per second'),
-    burstBytes: z.number().int().min(1).max(1e12).describe('bucket size in bytes (default: 1/10 s worth, at least one MTU)').optional(),
+    burstBytes: z
+      .number()
+      .int()
+      .min(1)
+      .max(1e12)
+      .describe('bucket size in bytes (default: 1/10 s worth, at least one MTU)')
+      .optional(),
   })
   .strict();
 
 const bandwidthSchema = z
-  .object({ rx: rateSchema.describe('to the guest').optional(), tx: rateSchema.describe('from the guest').optional() })
+  .object({
+    rx: rateSchema.describe('to the guest').optional(),
+    tx: rateSchema.describe('from the guest').optional(),
+  })
   .strict()
   .describe('Bandwidth limits');
 
@@ -74,6 +83,8 @@ export const ensureBodySchema = z
   .describe('What a VM needs: every field is optional');
 
 /** PUT /v1/vms/{vmId}/policy: a policy document (validated by the policy parser). */
-export const policyBodySchema = z.record(z.string(), z.unknown()).describe('A policy document (docs/POLICY.md)');
+export const policyBodySchema = z
+  .record(z.string(), z.unknown())
+  .describe('A policy document (docs/POLICY.md)');
 
 export type EnsureBody = z.output<typeof ensureBodySchema>;

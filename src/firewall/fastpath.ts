@@ -112,7 +112,10 @@ export class NftElementWriter {
   }
 
   private openSocket(): NetlinkSocket {
-    return NetlinkSocket.open({ protocol: NETLINK_NETFILTER, ...(this.nsFd !== undefined ? { nsFd: this.nsFd } : {}) });
+    return NetlinkSocket.open({
+      protocol: NETLINK_NETFILTER,
+      ...(this.nsFd !== undefined ? { nsFd: this.nsFd } : {}),
+    });
   }
 
   /** A NETLINK_NETFILTER socket in the namespace behind `nsFd` (the current one if absent). */
@@ -126,7 +129,10 @@ export class NftElementWriter {
    */
   apply(verb: 'add' | 'remove', ports: readonly PortElements[]): void {
     if (ports.length > FAST_PATH_MAX_PORTS) {
-      throw new TapnetError('ERR_INTERNAL', `more than ${FAST_PATH_MAX_PORTS} ports: use the libnftables path`);
+      throw new TapnetError(
+        'ERR_INTERNAL',
+        `more than ${FAST_PATH_MAX_PORTS} ports: use the libnftables path`,
+      );
     }
     try {
       this.transact(verb, ports);
@@ -144,17 +150,22 @@ export class NftElementWriter {
     for (const v of verbs) {
       for (const p of ports) {
         const family = p.family === 'bridge' ? NFPROTO_BRIDGE : NFPROTO_INET;
-        for (const [set, elems] of portElementKeys(p)) msgs.push({ msg: setElemMessage(v, family, set, elems), ack: true });
+        for (const [set, elems] of portElementKeys(p))
+          msgs.push({ msg: setElemMessage(v, family, set, elems), ack: true });
       }
     }
     msgs.push({ msg: control(NFNL_MSG_BATCH_END), ack: false });
     const failures = this.nl.transaction(msgs, `nft ${verb} elements`).filter((e) => e !== undefined);
     if (failures.length) {
       const f = failures[0]!;
-      throw new TapnetError('ERR_FIREWALL', `nftables rejected the elements of ${ports.map((p) => p.ifname).join(', ')}: ${f.errno}`, {
-        cause: f,
-        ...(f.errno ? { errno: f.errno } : {}),
-      });
+      throw new TapnetError(
+        'ERR_FIREWALL',
+        `nftables rejected the elements of ${ports.map((p) => p.ifname).join(', ')}: ${f.errno}`,
+        {
+          cause: f,
+          ...(f.errno ? { errno: f.errno } : {}),
+        },
+      );
     }
   }
 

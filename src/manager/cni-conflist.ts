@@ -31,11 +31,14 @@ export function firecrackerConflist(o: FirecrackerConflistOptions = {}): Record<
   const name = validateName(o.name ?? 'fcnet', 'network name');
   const bridge = validateIfname(o.bridge ?? 'fcbr0', 'bridge name');
   const subnet = parseCidr(o.subnet ?? '10.168.0.0/24', 'subnet');
-  if (subnet.family !== 4 || subnet.prefix > 30) throw new TapnetError('ERR_INVALID_ARGUMENT', 'subnet must be an IPv4 prefix of /30 or larger');
+  if (subnet.family !== 4 || subnet.prefix > 30)
+    throw new TapnetError('ERR_INVALID_ARGUMENT', 'subnet must be an IPv4 prefix of /30 or larger');
   const gw = o.gateway ? parseIp(o.gateway, 'gateway') : { family: 4 as const, value: subnet.network + 1n };
-  if (!cidrContains(subnet, gw)) throw new TapnetError('ERR_INVALID_ARGUMENT', `gateway ${o.gateway} is not in ${formatCidr(subnet)}`);
+  if (!cidrContains(subnet, gw))
+    throw new TapnetError('ERR_INVALID_ARGUMENT', `gateway ${o.gateway} is not in ${formatCidr(subnet)}`);
   const cniVersion = o.cniVersion ?? '1.0.0';
-  if (!/^\d+\.\d+\.\d+$/.test(cniVersion)) throw new TapnetError('ERR_INVALID_ARGUMENT', `bad cniVersion ${cniVersion}`);
+  if (!/^\d+\.\d+\.\d+$/.test(cniVersion))
+    throw new TapnetError('ERR_INVALID_ARGUMENT', `bad cniVersion ${cniVersion}`);
   const ipam: Record<string, unknown> = {
     type: 'host-local',
     subnet: formatCidr(subnet),

@@ -7,10 +7,10 @@
  */
 import { CniRuntime } from '../cni/api.js';
 import { loadNetworkConf } from '../cni/conf.js';
-import type { CallTiming } from '../cni/runtime-base.js';
-import { defaultPluginExecutor } from '../cni/spawn-executor.js';
 import { inProcessPlugins } from '../cni/plugins/index.js';
 import { vmTapPair } from '../cni/plugins/tc-redirect-tap-conf.js';
+import type { CallTiming } from '../cni/runtime-base.js';
+import { defaultPluginExecutor } from '../cni/spawn-executor.js';
 import type { CniResult, NetworkConfigList, Result100, RuntimeConf } from '../cni/types.js';
 import { toCurrentResult } from '../cni/version.js';
 import { isTapnetError, TapnetError, teardownError, toTapnetError } from '../errors.js';
@@ -37,7 +37,13 @@ export class CniModes {
     let rt = this.runtimes.get(key);
     if (!rt) {
       const executor = this.hostNsFd ? defaultPluginExecutor({ hostNsFd: this.hostNsFd }) : undefined;
-      rt = new CniRuntime({ pluginPaths: c.pluginPaths, cacheDir: c.cacheDir, inProcessPlugins, timeoutMs: c.timeoutMs, ...(executor ? { executor } : {}) });
+      rt = new CniRuntime({
+        pluginPaths: c.pluginPaths,
+        cacheDir: c.cacheDir,
+        inProcessPlugins,
+        timeoutMs: c.timeoutMs,
+        ...(executor ? { executor } : {}),
+      });
       this.runtimes.set(key, rt);
     }
     return rt;
@@ -75,12 +81,20 @@ function runtimeConf(c: CniNetworkConfig, vmId: string, netns: string): RuntimeC
 }
 
 /** Turn an ADD result into what the record keeps (the VM's pseudo-interface, its addresses, the TAP's MTU). */
-export function cniRecordInfo(result: CniResult, c: CniNetworkConfig, vmId: string, mtu: number): { tap: string; mac: string; info: CniRecordInfo } {
+export function cniRecordInfo(
+  result: CniResult,
+  c: CniNetworkConfig,
+  vmId: string,
+  mtu: number,
+): { tap: string; mac: string; info: CniRecordInfo } {
   const r: Result100 = toCurrentResult(result);
   const interfaces = r.interfaces ?? [];
   let pair: { vm: { name: string; mac?: string }; tap: { name: string } };
   try {
-    pair = vmTapPair({ ...r, interfaces, ips: r.ips ?? [], routes: r.routes ?? [], dns: r.dns ?? {} } as never, vmId);
+    pair = vmTapPair(
+      { ...r, interfaces, ips: r.ips ?? [], routes: r.routes ?? [], dns: r.dns ?? {} } as never,
+      vmId,
+    );
   } catch (e) {
     throw new TapnetError(
       'ERR_CNI',
@@ -127,7 +141,10 @@ export async function cniAdd(
   try {
     faultPoint('cni-add:after-netns'); // test builds only: TAPNET_FAULTS (faults.ts)
     const timing = {} as CallTiming;
-    const result = await rt.addNetworkList(list, runtimeConf(c, vmId, netns), { timing, ...(signal ? { signal } : {}) });
+    const result = await rt.addNetworkList(list, runtimeConf(c, vmId, netns), {
+      timing,
+      ...(signal ? { signal } : {}),
+    });
     modes.lastTiming = timing;
     faultPoint('cni-add:after-add'); // test builds only: TAPNET_FAULTS (faults.ts)
     const tapName = cniRecordInfo(result, c, vmId, 0).tap;
@@ -188,7 +205,8 @@ export async function cniDel(modes: CniModes, net: ResolvedNetwork, vmId: string
   try {
     deleteNetns(name);
   } catch (e) {
-    if (!isTapnetError(e, 'ERR_NETNS_NOT_FOUND')) failures.push(toTapnetError(e, 'ERR_SYSCALL', `delete namespace ${name}`));
+    if (!isTapnetError(e, 'ERR_NETNS_NOT_FOUND'))
+      failures.push(toTapnetError(e, 'ERR_SYSCALL', `delete namespace ${name}`));
   }
   if (failures.length) throw teardownError(`release ${vmId} (CNI)`, failures);
 }
@@ -203,13 +221,33 @@ export class PodNetwork {
   constructor(private readonly cni: CniNetworkConfig) {}
 
   /** ADD the conflist for `podId` in `netnsPath`; returns the result in the conflist's version. */
-  setUpPod(podId: string, netnsPath: string, opts: { args?: Array<[string, string]>; capabilityArgs?: Record<string, unknown>; signal?: AbortSignal } = {}): Promise<CniResult> {
-    const rt: RuntimeConf = { ...runtimeConf(this.cni, podId, netnsPath), ...(opts.args ? { args: opts.args } : {}), ...(opts.capabilityArgs ? { capabilityArgs: opts.capabilityArgs } : {}) };
-    return this.modes.runtime(this.cni).addNetworkList(this.modes.conflist(this.cni), rt, opts.signal ? { signal: opts.signal } : {});
+  setUpPod(
+    podId: string,
+    netnsPath: string,
+    opts: {
+      args?: Array<[string, string]>;
+      capabilityArgs?: Record<string, unknown>;
+      signal?: AbortSignal;
+    } = {},
+  ): Promise<CniResult> {
+    const rt: RuntimeConf = {
+      ...runtimeConf(this.cni, podId, netnsPath),
+      ...(opts.args ? { args: opts.args } : {}),
+      ...(opts.capabilityArgs ? { capabilityArgs: opts.capabilityArgs } : {}),
+    };
+    return this.modes
+      .runtime(this.cni)
+      .addNetworkList(this.modes.conflist(this.cni), rt, opts.signal ? { signal: opts.signal } : {});
   }
 
   /** DEL the conflist for `podId` (succeeds when things are already gone). */
   tearDownPod(podId: string, netnsPath: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
-    return this.modes.runtime(this.cni).delNetworkList(this.modes.conflist(this.cni), runtimeConf(this.cni, podId, netnsPath), opts.signal ? { signal: opts.signal } : {});
+    return this.modes
+      .runtime(this.cni)
+      .delNetworkList(
+        this.modes.conflist(this.cni),
+        runtimeConf(this.cni, podId, netnsPath),
+        opts.signal ? { signal: opts.signal } : {},
+      );
   }
 }

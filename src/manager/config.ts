@@ -5,17 +5,42 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { TapnetError } from '../errors.js';
-import { cidrContains, cidrsOverlap, formatCidr, formatIp, parseCidr, parseIp, prefixSize, validateUnicastMac } from '../ip.js';
-import { validateIfname, validateName } from '../validate.js';
+import {
+  cidrContains,
+  cidrsOverlap,
+  formatCidr,
+  formatIp,
+  parseCidr,
+  parseIp,
+  prefixSize,
+  validateUnicastMac,
+} from '../ip.js';
 import { parsePolicy } from '../policy/parse.js';
 import type { ParsedPolicy } from '../policy/types.js';
+import { validateIfname, validateName } from '../validate.js';
 
-const name = z.string().refine((s) => safe(() => validateName(s)), 'must be 1-63 characters of A-Z a-z 0-9 _ . - starting alphanumeric');
-const ifname = z.string().refine((s) => safe(() => validateIfname(s)), 'must be a valid interface name (1-15 bytes, no / : or spaces)');
-const cidr4 = z.string().refine((s) => safe(() => parseCidr(s).family === 4), 'must be an IPv4 CIDR like 198.18.0.0/24');
-const cidr6 = z.string().refine((s) => safe(() => parseCidr(s).family === 6), 'must be an IPv6 CIDR like fd00:198:18::/64');
+const name = z
+  .string()
+  .refine(
+    (s) => safe(() => validateName(s)),
+    'must be 1-63 characters of A-Z a-z 0-9 _ . - starting alphanumeric',
+  );
+const ifname = z
+  .string()
+  .refine(
+    (s) => safe(() => validateIfname(s)),
+    'must be a valid interface name (1-15 bytes, no / : or spaces)',
+  );
+const cidr4 = z
+  .string()
+  .refine((s) => safe(() => parseCidr(s).family === 4), 'must be an IPv4 CIDR like 198.18.0.0/24');
+const cidr6 = z
+  .string()
+  .refine((s) => safe(() => parseCidr(s).family === 6), 'must be an IPv6 CIDR like fd00:198:18::/64');
 const ip = z.string().refine((s) => safe(() => parseIp(s)), 'must be an IP address');
-const mac = z.string().refine((s) => safe(() => validateUnicastMac(s)), 'must be a unicast MAC like 02:00:00:00:00:01');
+const mac = z
+  .string()
+  .refine((s) => safe(() => validateUnicastMac(s)), 'must be a unicast MAC like 02:00:00:00:00:01');
 
 function safe(fn: () => unknown): boolean {
   try {
@@ -36,7 +61,10 @@ export const cniNetworkSchema = z
     /** CNI_IFNAME inside the VM's namespace. */
     ifname: ifname.default('eth0'),
     /** VM namespaces are /run/netns/<netnsPrefix>-<vmId>. */
-    netnsPrefix: z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'must be 1-32 characters of a-z 0-9 -').default('tapnet'),
+    netnsPrefix: z
+      .string()
+      .regex(/^[a-z][a-z0-9-]{0,31}$/, 'must be 1-32 characters of a-z 0-9 -')
+      .default('tapnet'),
     /** Time limit per plugin invocation. */
     timeoutMs: z.number().int().min(100).max(600_000).default(30_000),
   })
@@ -65,7 +93,10 @@ export const networkSchema = z
     /** Default policy of the network's VMs (a policy document, see docs/POLICY.md); a VM's own policy adds to it. */
     policy: z.unknown().optional(),
     /** Prefix of TAP names for this network (≤ 5 bytes; the rest of the 15 is a hash of the VM id). */
-    tapPrefix: z.string().regex(/^[a-z][a-z0-9-]{0,4}$/, 'must be 1-5 characters of a-z 0-9 -').optional(),
+    tapPrefix: z
+      .string()
+      .regex(/^[a-z][a-z0-9-]{0,4}$/, 'must be 1-5 characters of a-z 0-9 -')
+      .optional(),
     /** local: this host only. cluster: one pool and one L2 network across hosts (needs `cluster`; docs/CLUSTER.md). */
     scope: z.enum(['local', 'cluster']).default('local'),
     /** The VXLAN network identifier of a cluster network. Default: derived from the network's name. */
@@ -87,7 +118,10 @@ export const managerConfigSchema = z
     networks: z.record(name, networkSchema).default({}),
     firewall: z.enum(['nftables', 'none']).default('nftables'),
     /** TAP name prefix for all networks unless a network sets its own. */
-    tapPrefix: z.string().regex(/^[a-z][a-z0-9-]{0,4}$/).default('tn'),
+    tapPrefix: z
+      .string()
+      .regex(/^[a-z][a-z0-9-]{0,4}$/)
+      .default('tn'),
   })
   .strict();
 
@@ -151,15 +185,22 @@ function zodMessage(e: z.ZodError, where: string): string {
     .join('; ');
 }
 
-function resolveNetwork(netName: string, raw: z.output<typeof networkSchema>, globalPrefix: string): ResolvedNetwork {
+function resolveNetwork(
+  netName: string,
+  raw: z.output<typeof networkSchema>,
+  globalPrefix: string,
+): ResolvedNetwork {
   const where = `networks.${netName}`;
-  const bad = (msg: string) => new TapnetError('ERR_CONFIG', `${where}: ${msg}`, { details: { network: netName } });
+  const bad = (msg: string) =>
+    new TapnetError('ERR_CONFIG', `${where}: ${msg}`, { details: { network: netName } });
   if (raw.mode === 'direct' && !raw.subnet4 && !raw.subnet6) throw bad('needs subnet4 or subnet6');
   if (raw.mode === 'direct' && raw.cni) throw bad('cni settings need mode: "cni"');
   const out: ResolvedNetwork = {
     name: netName,
     mode: raw.mode,
-    ...(raw.mode === 'cni' ? { cni: { ...cniNetworkSchema.parse(raw.cni ?? {}), network: raw.cni?.network ?? netName } } : {}),
+    ...(raw.mode === 'cni'
+      ? { cni: { ...cniNetworkSchema.parse(raw.cni ?? {}), network: raw.cni?.network ?? netName } }
+      : {}),
     topology: raw.topology,
     bridge: raw.bridge ?? `tn-${netName}`.slice(0, 15),
     bridgeMac: raw.bridgeMac ?? derivedMac(`tapnet-bridge:${netName}`),
@@ -189,7 +230,8 @@ function resolveNetwork(netName: string, raw: z.output<typeof networkSchema>, gl
     if (c.prefix > maxPrefix) throw bad(`subnet${fam} ${subnet} is too small (at most /${maxPrefix})`);
     const gwText = fam === 4 ? raw.gateway4 : raw.gateway6;
     const gw = gwText ? parseIp(gwText) : { family: fam, value: c.network + 1n };
-    if (gw.family !== fam || !cidrContains(c, gw)) throw bad(`gateway${fam} ${gwText} is not inside ${subnet}`);
+    if (gw.family !== fam || !cidrContains(c, gw))
+      throw bad(`gateway${fam} ${gwText} is not inside ${subnet}`);
     if (gw.value === c.network || (fam === 4 && gw.value === c.network + prefixSize(4, c.prefix) - 1n)) {
       throw bad(`gateway${fam} ${gwText} is the network or broadcast address`);
     }
@@ -214,7 +256,9 @@ export function resolveConfig(input: ManagerConfigInput = {}): ResolvedConfig {
   const parsed = managerConfigSchema.safeParse(input);
   if (!parsed.success) throw new TapnetError('ERR_CONFIG', zodMessage(parsed.error, 'config'));
   const cfg = parsed.data;
-  const rawNets = Object.keys(cfg.networks).length ? cfg.networks : { [cfg.defaultNetwork]: networkSchema.parse(DEFAULT_NETWORK) };
+  const rawNets = Object.keys(cfg.networks).length
+    ? cfg.networks
+    : { [cfg.defaultNetwork]: networkSchema.parse(DEFAULT_NETWORK) };
   const networks = new Map<string, ResolvedNetwork>();
   for (const [n, raw] of Object.entries(rawNets)) networks.set(n, resolveNetwork(n, raw, cfg.tapPrefix));
   if (!networks.has(cfg.defaultNetwork)) {
@@ -225,7 +269,11 @@ export function resolveConfig(input: ManagerConfigInput = {}): ResolvedConfig {
     for (let j = i + 1; j < list.length; j++) {
       const a = list[i]!;
       const b = list[j]!;
-      if (a.bridge === b.bridge) throw new TapnetError('ERR_CONFIG', `networks ${a.name} and ${b.name} use the same bridge ${a.bridge}`);
+      if (a.bridge === b.bridge)
+        throw new TapnetError(
+          'ERR_CONFIG',
+          `networks ${a.name} and ${b.name} use the same bridge ${a.bridge}`,
+        );
       for (const k of ['subnet4', 'subnet6'] as const) {
         const sa = a[k];
         const sb = b[k];

@@ -112,11 +112,19 @@ export function renderGuestConfig(
   const machine = opts.machine ?? 'q35';
   const vhost = opts.vhost ?? vhostNetAvailable();
   // The VMM gets the TAP's queues as fds 3, 4, … (spawn stdio mapping).
-  const byFd = info.queues === 1 ? { ...cfg, tapFd: 3 } : { ...cfg, tapFds: Array.from({ length: info.queues }, (_, i) => 3 + i) };
+  const byFd =
+    info.queues === 1
+      ? { ...cfg, tapFd: 3 }
+      : { ...cfg, tapFds: Array.from({ length: info.queues }, (_, i) => 3 + i) };
   return {
     ...(info.ipv4 ? { kernelIpArg: renderKernelIpArg(cfg) } : {}),
     ...(info.queues === 1
-      ? { firecracker: renderFirecrackerNetworkInterface(cfg, { ifaceId: 'eth0' }) as unknown as Record<string, unknown> }
+      ? {
+          firecracker: renderFirecrackerNetworkInterface(cfg, { ifaceId: 'eth0' }) as unknown as Record<
+            string,
+            unknown
+          >,
+        }
       : {}),
     qemu: {
       byName: renderQemuNetArgs(cfg, { machine, vhost }),

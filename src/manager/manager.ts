@@ -8,32 +8,45 @@
  * crash left without a record. The record is written last ('ready'); release first marks it 'releasing'
  * and deletes it last, so a crashed release is finished by reconcile (never resurrected).
  */
+
+import { existsSync } from 'node:fs';
 import { isTapnetError, TapnetError, teardownError, toTapnetError } from '../errors.js';
 import { createFirewall } from '../firewall/index.js';
 import type { Firewall, FirewallNetwork, FirewallVm } from '../firewall/types.js';
+import { validateUnicastMac } from '../ip.js';
 import { Ipam, type PoolRequest } from '../ipam/ipam.js';
 import type { PoolSpec } from '../ipam/layout.js';
-import { validateUnicastMac } from '../ip.js';
 import { deleteLink, findLink } from '../net/link.js';
-import { existsSync } from 'node:fs';
 import { type Netns, openNetns } from '../net/netns.js';
 import { closeTapFds, createTap, openTap } from '../net/tap.js';
 import { NetlinkSocket } from '../netlink/socket.js';
+import { channels } from '../observe/channels.js';
 import { openStore } from '../store/index.js';
 import type { HeldLock, LeaseStore, LockService, RecordSchema, VmRecordStore } from '../store/types.js';
-import { channels } from '../observe/channels.js';
 import { validateInt, validateVmId } from '../validate.js';
-import { type ManagerConfigInput, type ResolvedConfig, type ResolvedNetwork, resolveConfig } from './config.js';
+import { CniModes, cniAdd, cniDel } from './cni-mode.js';
+import {
+  type ManagerConfigInput,
+  type ResolvedConfig,
+  type ResolvedNetwork,
+  resolveConfig,
+} from './config.js';
+import { faultPoint } from './faults.js';
 import { toNetworkInfo } from './info.js';
+import type { BandwidthLimits, Vmm } from './limits.js';
 import { guestMac, scratchGroup, tapAlias, tapName } from './names.js';
 import { attachRouted, ensureNetworkKernel, unknownNetwork } from './network.js';
 import { LinkReaper } from './reaper.js';
 import { reconcile } from './reconcile.js';
-import { CniModes, cniAdd, cniDel } from './cni-mode.js';
-import { checkVmLimits, installBandwidth, installPolicy, storedPolicy, uninstallBandwidth, uninstallPolicy } from './vm-policy.js';
-import { faultPoint } from './faults.js';
 import type { EnsureOptions, ManagerMetrics, NetworkInfo, ReconcileReport, VmRecord } from './types.js';
-import type { BandwidthLimits, Vmm } from './limits.js';
+import {
+  checkVmLimits,
+  installBandwidth,
+  installPolicy,
+  storedPolicy,
+  uninstallBandwidth,
+  uninstallPolicy,
+} from './vm-policy.js';
 
 export const VM_RECORD_SCHEMA: RecordSchema<VmRecord> = {
   version: 1,
@@ -114,10 +127,25 @@ export class NetworkManager {
       nl = NetlinkSocket.open(nsFd !== undefined ? { nsFd } : {});
       slow = NetlinkSocket.open(nsFd !== undefined ? { nsFd } : {});
       const store: ManagerStore =
-        options.store ?? (await openStore<VmRecord>({ backend: config.storeBackend, dir: config.stateDir, schema: VM_RECORD_SCHEMA }));
+        options.store ??
+        (await openStore<VmRecord>({
+          backend: config.storeBackend,
+          dir: config.stateDir,
+          schema: VM_RECORD_SCHEMA,
+        }));
       firewall = options.firewall ?? createFirewall(config.firewall, nsFd !== undefined ? { nsFd } : {});
       const reaper = new LinkReaper(nl, slow, scratchGroup());
-      const m = new NetworkManager(config, ns, nl, slow, store, !options.store, new Ipam(store.leases), firewall, reaper);
+      const m = new NetworkManager(
+        config,
+        ns,
+        nl,
+        slow,
+        store,
+        !options.store,
+        new Ipam(store.leases),
+        firewall,
+        reaper,
+      );
       if (options.reconcile) await m.reconcile();
       return m;
     } catch (e) {
@@ -161,7 +189,13 @@ export class NetworkManager {
 
   /** The firewall's view of a VM. */
   firewallVm(r: VmRecord): FirewallVm {
-    return { network: r.network, ifname: r.tap, mac: r.mac, ...(r.ipv4 ? { ipv4: r.ipv4 } : {}), ...(r.ipv6 ? { ipv6: r.ipv6 } : {}) };
+    return {
+      network: r.network,
+      ifname: r.tap,
+      mac: r.mac,
+      ...(r.ipv4 ? { ipv4: r.ipv4 } : {}),
+      ...(r.ipv6 ? { ipv6: r.ipv6 } : {}),
+    };
   }
 
   /** Make a network's bridge, addresses, sysctls and firewall base exist (once per process, or forced). */
@@ -194,11 +228,17 @@ export class NetworkManager {
     if (opts.tapGid !== undefined) validateInt(opts.tapGid, 'tapGid', 0, 0xfffffffe);
     const tapMode = opts.tap ?? 'persistent';
     if (tapMode !== 'persistent' && tapMode !== 'fd') {
-      throw new TapnetError('ERR_INVALID_ARGUMENT', `tap must be "persistent" or "fd", not ${JSON.stringify(tapMode)}`);
+      throw new TapnetError(
+        'ERR_INVALID_ARGUMENT',
+        `tap must be "persistent" or "fd", not ${JSON.stringify(tapMode)}`,
+      );
     }
     const limits = checkVmLimits(opts);
     if (net.mode === 'cni' && (limits.policy || limits.bandwidth)) {
-      throw new TapnetError('ERR_INVALID_ARGUMENT', `network ${net.name} is in CNI mode: policies and limits come from its conflist's plugins (firewall, bandwidth)`);
+      throw new TapnetError(
+        'ERR_INVALID_ARGUMENT',
+        `network ${net.name} is in CNI mode: policies and limits come from its conflist's plugins (firewall, bandwidth)`,
+      );
     }
     const lock = await this.store.locks.acquire('vm', vmId, opts.signal ? { signal: opts.signal } : {});
     let failed = false;
@@ -214,7 +254,13 @@ export class NetworkManager {
         const info = await this.adoptExisting(existing, opts);
         this.counters.ensures.existing++;
         if (channels.ensure.hasSubscribers) {
-          channels.ensure.publish({ vmId, network: info.network, mode: info.mode, outcome: 'existing', durationMs: performance.now() - t0 });
+          channels.ensure.publish({
+            vmId,
+            network: info.network,
+            mode: info.mode,
+            outcome: 'existing',
+            durationMs: performance.now() - t0,
+          });
         }
         return info;
       }
@@ -226,13 +272,26 @@ export class NetworkManager {
       this.counters.ensures.ok++;
       this.counters.lastEnsureMs = performance.now() - t0;
       if (channels.ensure.hasSubscribers) {
-        channels.ensure.publish({ vmId, network: info.network, mode: info.mode, outcome: 'created', durationMs: this.counters.lastEnsureMs });
+        channels.ensure.publish({
+          vmId,
+          network: info.network,
+          mode: info.mode,
+          outcome: 'created',
+          durationMs: this.counters.lastEnsureMs,
+        });
       }
       return info;
     } catch (e) {
       this.counters.ensures.failed++;
       if (channels.ensure.hasSubscribers) {
-        channels.ensure.publish({ vmId, network: net.name, mode: net.mode, outcome: 'error', code: toTapnetError(e).code, durationMs: performance.now() - t0 });
+        channels.ensure.publish({
+          vmId,
+          network: net.name,
+          mode: net.mode,
+          outcome: 'error',
+          code: toTapnetError(e).code,
+          durationMs: performance.now() - t0,
+        });
       }
       failed = true;
       throw e;
@@ -261,13 +320,24 @@ export class NetworkManager {
       if (r.tapMode === 'fd') {
         // The VMM holding the fds is gone: this VM's network is dead. Start over cleanly.
         await this.finishRelease(r);
-        return this.create(r.vmId, net, { ...opts, mac: r.mac, queues: r.queues, tap: 'fd', ...(r.ipv4 ? { ipv4: r.ipv4 } : {}), ...(r.ipv6 ? { ipv6: r.ipv6 } : {}) });
+        return this.create(r.vmId, net, {
+          ...opts,
+          mac: r.mac,
+          queues: r.queues,
+          tap: 'fd',
+          ...(r.ipv4 ? { ipv4: r.ipv4 } : {}),
+          ...(r.ipv6 ? { ipv6: r.ipv6 } : {}),
+        });
       }
       await this.repairTap(r);
       this.counters.repairs++;
     }
     if (opts.tap === 'fd' && r.tapMode === 'persistent') {
-      info.tapFds = openTap(r.tap, { ...(this.ns ? { nsFd: this.ns.fd } : {}), vnetHdr: r.vnetHdr, queues: r.queues }).fds;
+      info.tapFds = openTap(r.tap, {
+        ...(this.ns ? { nsFd: this.ns.fd } : {}),
+        vnetHdr: r.vnetHdr,
+        queues: r.queues,
+      }).fds;
     }
     return info;
   }
@@ -275,7 +345,9 @@ export class NetworkManager {
   /** Add the firewall elements of every ready direct-mode VM again (one batch; adding what exists is a no-op). */
   async readdFirewallElements(): Promise<void> {
     const { records } = await this.store.records.list();
-    const ready = records.filter((r) => r.state === 'ready' && r.mode !== 'cni' && this.config.networks.has(r.network));
+    const ready = records.filter(
+      (r) => r.state === 'ready' && r.mode !== 'cni' && this.config.networks.has(r.network),
+    );
     if (ready.length) this.firewall.addVms(ready.map((r) => this.firewallVm(r)));
   }
 
@@ -303,6 +375,8 @@ export class NetworkManager {
         mtu: net.mtu,
         up: true,
         alias: tapAlias(r.vmId),
+        // Bridge ports and IPv4-only routed TAPs need no IPv6 on the host side (routed IPv6 uses fe80::1).
+        disableIpv6: !routed || !r.ipv6,
       },
       this.nl,
     );
@@ -310,7 +384,10 @@ export class NetworkManager {
       try {
         const index = findLink(this.nl, r.tap)?.index;
         if (!index) throw new TapnetError('ERR_LINK_NOT_FOUND', `TAP ${r.tap} vanished while being set up`);
-        attachRouted(this.nl, this.ns, r.tap, index, { ...(r.ipv4 ? { ipv4: `${r.ipv4}/32` } : {}), ...(r.ipv6 ? { ipv6: `${r.ipv6}/128` } : {}) });
+        attachRouted(this.nl, this.ns, r.tap, index, {
+          ...(r.ipv4 ? { ipv4: `${r.ipv4}/32` } : {}),
+          ...(r.ipv6 ? { ipv6: `${r.ipv6}/128` } : {}),
+        });
       } catch (e) {
         if (tap.fds.length) void closeTapFds(tap.fds);
         // A persistent TAP outlives its fds: delete it, or it leaks.
@@ -335,7 +412,11 @@ export class NetworkManager {
     try {
       return this.makeTap(r, net, bridgeIndex);
     } catch (e) {
-      const staleBridge = net.topology === 'bridge' && isTapnetError(e) && (e.errno === 'EINVAL' || e.errno === 'ENODEV') && !findLink(this.nl, bridgeIndex);
+      const staleBridge =
+        net.topology === 'bridge' &&
+        isTapnetError(e) &&
+        (e.errno === 'EINVAL' || e.errno === 'ENODEV') &&
+        !findLink(this.nl, bridgeIndex);
       if (!staleBridge) throw e;
       findLink(this.nl, r.tap) && deleteLink(this.nl, r.tap);
       return this.makeTap(r, net, this.ensureNetwork(net, true));
@@ -343,9 +424,16 @@ export class NetworkManager {
   }
 
   /** CNI mode: namespace + conflist ADD, then the record (DEL + namespace removal if the record fails). */
-  private async createCni(vmId: string, net: ResolvedNetwork, o: EnsureOptions & { tap: 'persistent' | 'fd' }): Promise<NetworkInfo> {
+  private async createCni(
+    vmId: string,
+    net: ResolvedNetwork,
+    o: EnsureOptions & { tap: 'persistent' | 'fd' },
+  ): Promise<NetworkInfo> {
     if (o.ipv4 || o.ipv6 || o.mac) {
-      throw new TapnetError('ERR_INVALID_ARGUMENT', `network ${net.name} is in CNI mode: addresses and MACs come from its conflist`);
+      throw new TapnetError(
+        'ERR_INVALID_ARGUMENT',
+        `network ${net.name} is in CNI mode: addresses and MACs come from its conflist`,
+      );
     }
     const fields = await cniAdd(this.cni, net, vmId, o.signal);
     const record: VmRecord = {
@@ -417,10 +505,19 @@ export class NetworkManager {
       const requests: PoolRequest[] = [];
       if (pools.v4) requests.push({ pool: pools.v4, ...(o.ipv4 ? { address: stripPrefix(o.ipv4) } : {}) });
       if (pools.v6) requests.push({ pool: pools.v6, ...(o.ipv6 ? { address: stripPrefix(o.ipv6) } : {}) });
-      if (o.ipv4 && !pools.v4) throw new TapnetError('ERR_INVALID_ARGUMENT', `network ${net.name} has no IPv4 subnet`);
-      if (o.ipv6 && !pools.v6) throw new TapnetError('ERR_INVALID_ARGUMENT', `network ${net.name} has no IPv6 subnet`);
+      if (o.ipv4 && !pools.v4)
+        throw new TapnetError('ERR_INVALID_ARGUMENT', `network ${net.name} has no IPv4 subnet`);
+      if (o.ipv6 && !pools.v6)
+        throw new TapnetError('ERR_INVALID_ARGUMENT', `network ${net.name} has no IPv6 subnet`);
       const leases = await this.ipam.allocateAll(vmId, requests);
-      applied.push({ name: 'release addresses', undo: async () => void (await this.ipam.releaseAll(vmId, requests.map((r) => r.pool))) });
+      applied.push({
+        name: 'release addresses',
+        undo: async () =>
+          void (await this.ipam.releaseAll(
+            vmId,
+            requests.map((r) => r.pool),
+          )),
+      });
       faultPoint('ensure:after-leases'); // test builds only: TAPNET_FAULTS (faults.ts)
       const record: VmRecord = {
         vmId,
@@ -437,8 +534,12 @@ export class NetworkManager {
         createdAt: new Date().toISOString(),
         ...(o.tapUid !== undefined ? { tapUid: o.tapUid } : {}),
         ...(o.tapGid !== undefined ? { tapGid: o.tapGid } : {}),
-        ...(o.policy !== undefined && o.policy !== null ? { policy: storedPolicy(checkVmLimits({ policy: o.policy }).policy)! } : {}),
-        ...(o.bandwidth ? { bandwidth: checkVmLimits({ bandwidth: o.bandwidth }).bandwidth!, vmm: o.vmm ?? 'qemu' } : {}),
+        ...(o.policy !== undefined && o.policy !== null
+          ? { policy: storedPolicy(checkVmLimits({ policy: o.policy }).policy)! }
+          : {}),
+        ...(o.bandwidth
+          ? { bandwidth: checkVmLimits({ bandwidth: o.bandwidth }).bandwidth!, vmm: o.vmm ?? 'qemu' }
+          : {}),
       };
       for (const l of leases) {
         if (l.family === 4) record.ipv4 = l.address;
@@ -463,7 +564,10 @@ export class NetworkManager {
       // The firewall had to rebuild its tables (someone ran `nft flush ruleset`): every other VM's elements
       // are gone too; put them back now rather than at the next reconcile.
       if ((this.firewall.rebuilds ?? 0) !== rebuilds) await this.readdFirewallElements();
-      applied.push({ name: 'remove firewall elements', undo: () => this.firewall.removeVm(this.firewallVm(record)) });
+      applied.push({
+        name: 'remove firewall elements',
+        undo: () => this.firewall.removeVm(this.firewallVm(record)),
+      });
       // 3b. Policy (its own + its network's) and bandwidth limits.
       if (record.policy || net.policy) {
         await installPolicy(this, record, net);
@@ -473,12 +577,16 @@ export class NetworkManager {
       if (bw) applied.push({ name: 'remove bandwidth limits', undo: () => uninstallBandwidth(this, record) });
       faultPoint('ensure:after-firewall'); // test builds only: TAPNET_FAULTS (faults.ts)
       // 4. The record, last.
-      const stored = await this.store.records.put(record, { expectedGeneration: 0 }).catch(async (e: unknown) => {
-        if (isTapnetError(e, 'ERR_CONFLICT')) {
-          throw new TapnetError('ERR_CONFLICT', `VM ${vmId} was created concurrently by another process`, { cause: e });
-        }
-        throw e;
-      });
+      const stored = await this.store.records
+        .put(record, { expectedGeneration: 0 })
+        .catch(async (e: unknown) => {
+          if (isTapnetError(e, 'ERR_CONFLICT')) {
+            throw new TapnetError('ERR_CONFLICT', `VM ${vmId} was created concurrently by another process`, {
+              cause: e,
+            });
+          }
+          throw e;
+        });
       faultPoint('ensure:after-record'); // test builds only: TAPNET_FAULTS (faults.ts)
       const info = toNetworkInfo(stored, net, this.ns?.path);
       if (fds.length) info.tapFds = fds;
@@ -515,7 +623,8 @@ export class NetworkManager {
       const r = await this.store.records.get(vmId);
       if (!r) {
         this.counters.releases.unknown++;
-        if (channels.release.hasSubscribers) channels.release.publish({ vmId, outcome: 'unknown', durationMs: performance.now() - t0 });
+        if (channels.release.hasSubscribers)
+          channels.release.publish({ vmId, outcome: 'unknown', durationMs: performance.now() - t0 });
         return;
       }
       await this.finishRelease(r);
@@ -523,12 +632,23 @@ export class NetworkManager {
       this.counters.releases.ok++;
       this.counters.lastReleaseMs = performance.now() - t0;
       if (channels.release.hasSubscribers) {
-        channels.release.publish({ vmId, network: r.network, mode: r.mode ?? 'direct', outcome: 'released', durationMs: this.counters.lastReleaseMs });
+        channels.release.publish({
+          vmId,
+          network: r.network,
+          mode: r.mode ?? 'direct',
+          outcome: 'released',
+          durationMs: this.counters.lastReleaseMs,
+        });
       }
     } catch (e) {
       this.counters.releases.failed++;
       if (channels.release.hasSubscribers) {
-        channels.release.publish({ vmId, outcome: 'error', code: toTapnetError(e).code, durationMs: performance.now() - t0 });
+        channels.release.publish({
+          vmId,
+          outcome: 'error',
+          code: toTapnetError(e).code,
+          durationMs: performance.now() - t0,
+        });
       }
       throw e;
     } finally {
@@ -538,7 +658,9 @@ export class NetworkManager {
   }
 
   /** Release many VMs at once; link deletions are batched (one RCU grace period per batch). */
-  async releaseMany(vmIds: string[]): Promise<{ released: string[]; failed: { vmId: string; error: TapnetError }[] }> {
+  async releaseMany(
+    vmIds: string[],
+  ): Promise<{ released: string[]; failed: { vmId: string; error: TapnetError }[] }> {
     for (const id of vmIds) validateVmId(id);
     const results = await Promise.allSettled(vmIds.map((id) => this.release(id)));
     const released: string[] = [];
@@ -553,7 +675,11 @@ export class NetworkManager {
   /** Tear down a record's resources (caller holds the VM's lock) and delete the record. */
   async finishRelease(r: VmRecord): Promise<void> {
     let rec = r;
-    if (rec.state !== 'releasing') rec = await this.store.records.put({ ...rec, state: 'releasing' }, { expectedGeneration: rec.generation });
+    if (rec.state !== 'releasing')
+      rec = await this.store.records.put(
+        { ...rec, state: 'releasing' },
+        { expectedGeneration: rec.generation },
+      );
     faultPoint('release:marked'); // test builds only: TAPNET_FAULTS (faults.ts)
     const failures: TapnetError[] = [];
     const attempt = async (name: string, fn: () => unknown): Promise<void> => {
@@ -566,7 +692,13 @@ export class NetworkManager {
     const net = this.config.networks.get(rec.network);
     if (rec.mode === 'cni') {
       if (net?.mode === 'cni') await attempt('CNI DEL', () => cniDel(this.cni, net, rec.vmId));
-      else failures.push(new TapnetError('ERR_CONFIG', `network ${rec.network} of VM ${rec.vmId} is no longer configured for CNI`));
+      else
+        failures.push(
+          new TapnetError(
+            'ERR_CONFIG',
+            `network ${rec.network} of VM ${rec.vmId} is no longer configured for CNI`,
+          ),
+        );
       if (failures.length) throw teardownError(`release ${rec.vmId}`, failures);
       await this.store.records.delete(rec.vmId);
       faultPoint('release:after-record'); // test builds only: TAPNET_FAULTS (faults.ts)
@@ -599,39 +731,48 @@ export class NetworkManager {
    * `tapnet policy set|rm`, `PUT|DELETE /v1/vms/{id}/policy`.
    */
   async setPolicy(vmId: string, policy: unknown): Promise<NetworkInfo> {
-    return this.updateVm(vmId, (r) => {
-      const parsed = policy === null || policy === undefined ? undefined : checkVmLimits({ policy }).policy;
-      const next: VmRecord = { ...r };
-      if (parsed) next.policy = storedPolicy(parsed)!;
-      else delete next.policy;
-      return next;
-    }, async (before, after, net) => {
-      if (after.policy || net.policy) await installPolicy(this, after, net);
-      else if (before.policy) uninstallPolicy(this, before);
-    });
+    return this.updateVm(
+      vmId,
+      (r) => {
+        const parsed = policy === null || policy === undefined ? undefined : checkVmLimits({ policy }).policy;
+        const next: VmRecord = { ...r };
+        if (parsed) next.policy = storedPolicy(parsed)!;
+        else delete next.policy;
+        return next;
+      },
+      async (before, after, net) => {
+        if (after.policy || net.policy) await installPolicy(this, after, net);
+        else if (before.policy) uninstallPolicy(this, before);
+      },
+    );
   }
 
   /** The VM's own policy document, or undefined. */
   async getPolicy(vmId: string): Promise<unknown> {
     validateVmId(vmId);
     const r = await this.store.records.get(vmId);
-    if (!r || r.state !== 'ready') throw new TapnetError('ERR_NOT_FOUND', `VM ${vmId} has no network`, { details: { vmId } });
+    if (r?.state !== 'ready')
+      throw new TapnetError('ERR_NOT_FOUND', `VM ${vmId} has no network`, { details: { vmId } });
     return r.policy;
   }
 
   /** Set (or with `null`, remove) a VM's bandwidth limits, live. */
   async setBandwidth(vmId: string, bandwidth: BandwidthLimits | null, vmm?: Vmm): Promise<NetworkInfo> {
-    return this.updateVm(vmId, (r) => {
-      const next: VmRecord = { ...r };
-      if (bandwidth) {
-        next.bandwidth = checkVmLimits({ bandwidth }).bandwidth!;
-        next.vmm = vmm ?? r.vmm ?? 'qemu';
-      } else delete next.bandwidth;
-      return next;
-    }, async (before, after) => {
-      if (after.bandwidth) installBandwidth(this, after);
-      else uninstallBandwidth(this, before);
-    });
+    return this.updateVm(
+      vmId,
+      (r) => {
+        const next: VmRecord = { ...r };
+        if (bandwidth) {
+          next.bandwidth = checkVmLimits({ bandwidth }).bandwidth!;
+          next.vmm = vmm ?? r.vmm ?? 'qemu';
+        } else delete next.bandwidth;
+        return next;
+      },
+      async (before, after) => {
+        if (after.bandwidth) installBandwidth(this, after);
+        else uninstallBandwidth(this, before);
+      },
+    );
   }
 
   private async updateVm(
@@ -644,8 +785,13 @@ export class NetworkManager {
     const lock = await this.store.locks.acquire('vm', vmId);
     try {
       const r = await this.store.records.get(vmId);
-      if (!r || r.state !== 'ready') throw new TapnetError('ERR_NOT_FOUND', `VM ${vmId} has no network`, { details: { vmId } });
-      if (r.mode === 'cni') throw new TapnetError('ERR_INVALID_ARGUMENT', `VM ${vmId} is in CNI mode: policies and limits come from its conflist`);
+      if (r?.state !== 'ready')
+        throw new TapnetError('ERR_NOT_FOUND', `VM ${vmId} has no network`, { details: { vmId } });
+      if (r.mode === 'cni')
+        throw new TapnetError(
+          'ERR_INVALID_ARGUMENT',
+          `VM ${vmId} is in CNI mode: policies and limits come from its conflist`,
+        );
       const net = this.network(r.network);
       this.ensureNetwork(net); // a fresh process (a CLI) has not applied the network's firewall yet
       const next = change(r);
@@ -661,7 +807,7 @@ export class NetworkManager {
   async get(vmId: string): Promise<NetworkInfo | undefined> {
     validateVmId(vmId);
     const r = await this.store.records.get(vmId);
-    if (!r || r.state !== 'ready') return undefined;
+    if (r?.state !== 'ready') return undefined;
     return toNetworkInfo(r, this.network(r.network), this.ns?.path);
   }
 
@@ -681,10 +827,23 @@ export class NetworkManager {
     const report = await reconcile(this, opts);
     this.counters.reconciles++;
     this.counters.repairs +=
-      report.orphanTaps.length + report.orphanNetns.length + report.reattachedTaps.length + report.incompleteRecords.length + report.recreatedTaps.length + report.orphanLeases.length + report.orphanFirewallElements.length;
+      report.orphanTaps.length +
+      report.orphanNetns.length +
+      report.reattachedTaps.length +
+      report.incompleteRecords.length +
+      report.recreatedTaps.length +
+      report.orphanLeases.length +
+      report.orphanFirewallElements.length;
     this.counters.activeVms = (await this.store.records.list()).records.length;
     if (channels.reconcile.hasSubscribers) {
-      const { orphanTaps, orphanNetns, incompleteRecords, recreatedTaps, orphanLeases, orphanFirewallElements } = report;
+      const {
+        orphanTaps,
+        orphanNetns,
+        incompleteRecords,
+        recreatedTaps,
+        orphanLeases,
+        orphanFirewallElements,
+      } = report;
       channels.reconcile.publish({
         outcome: report.errors.length ? 'error' : 'ok',
         repairs: {

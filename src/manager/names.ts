@@ -16,7 +16,11 @@ export function tapName(prefix: string, network: string, vmId: string): string {
 
 /** True when `name` has the shape of a TAP tapnet made with `prefix`. */
 export function isTapnetTapName(prefix: string, name: string): boolean {
-  return name.length === prefix.length + TAP_HASH_LEN && name.startsWith(prefix) && /^[0-9a-f]+$/.test(name.slice(prefix.length));
+  return (
+    name.length === prefix.length + TAP_HASH_LEN &&
+    name.startsWith(prefix) &&
+    /^[0-9a-f]+$/.test(name.slice(prefix.length))
+  );
 }
 
 /** The guest MAC of a VM: locally administered, unicast, stable for (network, vmId). */

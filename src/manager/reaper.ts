@@ -86,7 +86,8 @@ export class LinkReaper {
     }
     const doomed = batch.names.filter((n) => !moved.has(n));
     // One group deletion at a time; links moved meanwhile ride along with the next one.
-    const gone = (this.deleting = this.deleting.then(() => this.deleteGroup()));
+    const gone = this.deleting.then(() => this.deleteGroup());
+    this.deleting = gone.catch(() => undefined);
     for (const n of doomed) {
       const p = gone.finally(() => {
         if (this.dying.get(n) === p) this.dying.delete(n);
@@ -105,7 +106,8 @@ export class LinkReaper {
     try {
       await this.slow.requestAsync(deleteGroupRequest(this.group), `group ${this.group}`);
     } catch (e) {
-      if (!(isTapnetError(e) && (e.errno === 'ENODEV' || e.code === 'ERR_LINK_NOT_FOUND'))) throw toTapnetError(e, 'ERR_NETLINK');
+      if (!(isTapnetError(e) && (e.errno === 'ENODEV' || e.code === 'ERR_LINK_NOT_FOUND')))
+        throw toTapnetError(e, 'ERR_NETLINK');
     }
   }
 }

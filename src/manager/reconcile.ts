@@ -12,21 +12,25 @@
  * Every removal of something "orphaned" is re-checked under the owner's VM lock, so an ensure running in
  * another process at the same moment keeps what it is building.
  */
+
+import { existsSync } from 'node:fs';
 import { type TapnetError, toTapnetError } from '../errors.js';
 import type { FirewallPort } from '../firewall/types.js';
 import { releaseOrphans } from '../ipam/reconcile.js';
-import { existsSync } from 'node:fs';
 import { listLinks, setLink } from '../net/link.js';
 import { cniDel, vmNetnsIds, vmNetnsName } from './cni-mode.js';
-import { installPolicy } from './vm-policy.js';
 import { faultPoint } from './faults.js';
 import type { NetworkManager } from './manager.js';
 import { isTapnetTapName } from './names.js';
 import type { ReconcileReport, VmRecord } from './types.js';
+import { installPolicy } from './vm-policy.js';
 
 const ALIAS_PREFIX = 'tapnet:';
 
-export async function reconcile(m: NetworkManager, opts: { signal?: AbortSignal } = {}): Promise<ReconcileReport> {
+export async function reconcile(
+  m: NetworkManager,
+  opts: { signal?: AbortSignal } = {},
+): Promise<ReconcileReport> {
   const report: ReconcileReport = {
     orphanTaps: [],
     incompleteRecords: [],
@@ -128,7 +132,8 @@ export async function reconcile(m: NetworkManager, opts: { signal?: AbortSignal 
     if (port) s.ports.push(port);
     suspects.set(owner, s);
   };
-  for (const l of current) if (isOurs(l.name) && !liveTaps.has(l.name)) suspect(ownerOf(l.name) ?? '', l.name);
+  for (const l of current)
+    if (isOurs(l.name) && !liveTaps.has(l.name)) suspect(ownerOf(l.name) ?? '', l.name);
   for (const p of ports) if (!liveTaps.has(p.ifname)) suspect(ownerOf(p.ifname) ?? '', undefined, p);
   const deletions: Promise<void>[] = [];
   for (const [owner, s] of suspects) {
@@ -179,7 +184,9 @@ export async function reconcile(m: NetworkManager, opts: { signal?: AbortSignal 
   }
 
   // 5. Firewall elements of live VMs (idempotent: re-adding what exists changes nothing).
-  const ready = live.filter((r) => r.state === 'ready' && r.mode !== 'cni' && m.config.networks.has(r.network));
+  const ready = live.filter(
+    (r) => r.state === 'ready' && r.mode !== 'cni' && m.config.networks.has(r.network),
+  );
   if (ready.length) {
     try {
       m.firewall.addVms(ready.map((r) => m.firewallVm(r)));

@@ -9,7 +9,14 @@ import { compilePolicy, policyReferences } from '../policy/compile.js';
 import { formatPolicy, parsePolicy } from '../policy/parse.js';
 import type { ParsedPolicy, PeerResolver, PolicyDocument, ResolvedVm } from '../policy/types.js';
 import type { ResolvedNetwork } from './config.js';
-import { type AppliedBandwidth, applyBandwidth, type BandwidthLimits, removeBandwidth, type Vmm, validateBandwidth } from './limits.js';
+import {
+  type AppliedBandwidth,
+  applyBandwidth,
+  type BandwidthLimits,
+  removeBandwidth,
+  type Vmm,
+  validateBandwidth,
+} from './limits.js';
 import type { NetworkManager } from './manager.js';
 import type { VmRecord } from './types.js';
 
@@ -26,12 +33,17 @@ export interface VmLimits {
 export function checkVmLimits(o: { policy?: unknown; bandwidth?: unknown; vmm?: unknown }): VmLimits {
   const vmm = (o.vmm ?? 'qemu') as Vmm;
   if (!['qemu', 'firecracker', 'cloud-hypervisor'].includes(vmm)) {
-    throw new TapnetError('ERR_INVALID_ARGUMENT', `vmm must be qemu, firecracker or cloud-hypervisor, not ${JSON.stringify(o.vmm)}`);
+    throw new TapnetError(
+      'ERR_INVALID_ARGUMENT',
+      `vmm must be qemu, firecracker or cloud-hypervisor, not ${JSON.stringify(o.vmm)}`,
+    );
   }
   return {
     vmm,
     ...(o.policy !== undefined && o.policy !== null ? { policy: parsePolicy(o.policy) } : {}),
-    ...(o.bandwidth !== undefined && o.bandwidth !== null ? { bandwidth: validateBandwidth(o.bandwidth as BandwidthLimits) as BandwidthLimits } : {}),
+    ...(o.bandwidth !== undefined && o.bandwidth !== null
+      ? { bandwidth: validateBandwidth(o.bandwidth as BandwidthLimits) as BandwidthLimits }
+      : {}),
   };
 }
 
@@ -43,14 +55,17 @@ async function resolverFor(m: NetworkManager, policies: (ParsedPolicy | undefine
     for (const id of policyReferences(p).vms) {
       if (vms.has(id)) continue;
       const r = await m.store.records.get(id).catch(() => undefined);
-      if (r && r.state === 'ready') vms.set(id, { ...(r.ipv4 ? { ipv4: r.ipv4 } : {}), ...(r.ipv6 ? { ipv6: r.ipv6 } : {}) });
+      if (r && r.state === 'ready')
+        vms.set(id, { ...(r.ipv4 ? { ipv4: r.ipv4 } : {}), ...(r.ipv6 ? { ipv6: r.ipv6 } : {}) });
     }
   }
   return {
     vm: (id) => vms.get(id),
     network: (name) => {
       const n = m.config.networks.get(name);
-      return n ? { ...(n.subnet4 ? { subnet4: n.subnet4 } : {}), ...(n.subnet6 ? { subnet6: n.subnet6 } : {}) } : undefined;
+      return n
+        ? { ...(n.subnet4 ? { subnet4: n.subnet4 } : {}), ...(n.subnet6 ? { subnet6: n.subnet6 } : {}) }
+        : undefined;
     },
   };
 }

@@ -4,8 +4,22 @@
 import { isTapnetError } from '../errors.js';
 import { canonicalIp, type Family, parseCidr } from '../ip.js';
 import { type Address, decodeAddress, encodeAddressRequest, encodeGetAddr } from '../netlink/addr.js';
-import { NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, RTM_DELADDR, RTM_DELROUTE, RTM_NEWADDR, RTM_NEWROUTE } from '../netlink/constants.js';
-import { decodeRoute, encodeGetRoute, encodeRouteRequest, type Route, type RouteRequest } from '../netlink/route.js';
+import {
+  NLM_F_CREATE,
+  NLM_F_EXCL,
+  NLM_F_REPLACE,
+  RTM_DELADDR,
+  RTM_DELROUTE,
+  RTM_NEWADDR,
+  RTM_NEWROUTE,
+} from '../netlink/constants.js';
+import {
+  decodeRoute,
+  encodeGetRoute,
+  encodeRouteRequest,
+  type Route,
+  type RouteRequest,
+} from '../netlink/route.js';
 import type { NetlinkSocket } from '../netlink/socket.js';
 
 export type { Address, Route, RouteRequest };
@@ -19,7 +33,12 @@ export interface AddAddressOptions {
 }
 
 /** `ip addr add CIDR dev IFINDEX` — idempotent: an existing identical address is success. */
-export function ensureAddress(nl: NetlinkSocket, index: number, cidr: string, o: AddAddressOptions = {}): void {
+export function ensureAddress(
+  nl: NetlinkSocket,
+  index: number,
+  cidr: string,
+  o: AddAddressOptions = {},
+): void {
   parseCidr(cidr, 'interface address');
   const msg = encodeAddressRequest(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, {
     index,
@@ -36,18 +55,26 @@ export function deleteAddress(nl: NetlinkSocket, index: number, cidr: string): v
   try {
     nl.request(encodeAddressRequest(RTM_DELADDR, 0, { index, cidr }), `${cidr} on ifindex ${index}`);
   } catch (e) {
-    if (isTapnetError(e) && (e.errno === 'EADDRNOTAVAIL' || e.errno === 'ENODEV' || e.errno === 'ESRCH')) return;
+    if (isTapnetError(e) && (e.errno === 'EADDRNOTAVAIL' || e.errno === 'ENODEV' || e.errno === 'ESRCH'))
+      return;
     throw e;
   }
 }
 
 /** `ip addr show [dev IFINDEX]`. */
-export function listAddresses(nl: NetlinkSocket, filter: { index?: number; family?: Family } = {}): Address[] {
+export function listAddresses(
+  nl: NetlinkSocket,
+  filter: { index?: number; family?: Family } = {},
+): Address[] {
   return nl
     .dump(encodeGetAddr(filter.family), 'address dump')
     .filter((m) => m.type === RTM_NEWADDR)
     .map(decodeAddress)
-    .filter((a) => (filter.index === undefined || a.index === filter.index) && (filter.family === undefined || a.family === filter.family));
+    .filter(
+      (a) =>
+        (filter.index === undefined || a.index === filter.index) &&
+        (filter.family === undefined || a.family === filter.family),
+    );
 }
 
 /** True when `address` (no prefix) is configured on `index`. */
@@ -77,7 +104,11 @@ export function deleteRoute(nl: NetlinkSocket, r: RouteRequest): void {
 }
 
 /** `ip route show table all` for a family (main table only unless `table` is given). */
-export function listRoutes(nl: NetlinkSocket, family: Family, filter: { table?: number; oif?: number } = {}): Route[] {
+export function listRoutes(
+  nl: NetlinkSocket,
+  family: Family,
+  filter: { table?: number; oif?: number } = {},
+): Route[] {
   const table = filter.table ?? 254;
   return nl
     .dump(encodeGetRoute(family), 'route dump')

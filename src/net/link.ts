@@ -4,13 +4,16 @@
  */
 import { isTapnetError, TapnetError } from '../errors.js';
 import { parseMac } from '../ip.js';
+import { NLM_F_CREATE, NLM_F_EXCL, RTM_DELLINK, RTM_NEWLINK } from '../netlink/constants.js';
 import {
-  NLM_F_CREATE,
-  NLM_F_EXCL,
-  RTM_DELLINK,
-  RTM_NEWLINK,
-} from '../netlink/constants.js';
-import { type BridgeInfo, bridgeInfoData, decodeLink, encodeGetLink, encodeLinkRequest, type Link, type LinkRequest } from '../netlink/link.js';
+  type BridgeInfo,
+  bridgeInfoData,
+  decodeLink,
+  encodeGetLink,
+  encodeLinkRequest,
+  type Link,
+  type LinkRequest,
+} from '../netlink/link.js';
 import type { NetlinkSocket } from '../netlink/socket.js';
 import { validateIfname, validateInt } from '../validate.js';
 
@@ -25,11 +28,15 @@ function refRequest(ref: LinkRef): { index?: number; name?: string } {
 }
 
 function notFound(ref: LinkRef, cause?: unknown): TapnetError {
-  return new TapnetError('ERR_LINK_NOT_FOUND', `no link ${typeof ref === 'number' ? `with index ${ref}` : ref}`, {
-    cause,
-    errno: 'ENODEV',
-    details: { link: ref },
-  });
+  return new TapnetError(
+    'ERR_LINK_NOT_FOUND',
+    `no link ${typeof ref === 'number' ? `with index ${ref}` : ref}`,
+    {
+      cause,
+      errno: 'ENODEV',
+      details: { link: ref },
+    },
+  );
 }
 
 /** `ip link show DEV`. Throws ERR_LINK_NOT_FOUND. */
@@ -41,7 +48,8 @@ export function getLink(nl: NetlinkSocket, ref: LinkRef): Link {
     if (!m) throw notFound(ref);
     return decodeLink(m);
   } catch (e) {
-    if (isTapnetError(e, 'ERR_LINK_NOT_FOUND') || (isTapnetError(e) && e.errno === 'ENODEV')) throw notFound(ref, e);
+    if (isTapnetError(e, 'ERR_LINK_NOT_FOUND') || (isTapnetError(e) && e.errno === 'ENODEV'))
+      throw notFound(ref, e);
     throw e;
   }
 }
@@ -57,11 +65,16 @@ export function findLink(nl: NetlinkSocket, ref: LinkRef): Link | undefined {
 }
 
 /** `ip link show [type KIND]`: every link in the socket's namespace. */
-export function listLinks(nl: NetlinkSocket, filter: { kind?: string; master?: number; withStats?: boolean } = {}): Link[] {
+export function listLinks(
+  nl: NetlinkSocket,
+  filter: { kind?: string; master?: number; withStats?: boolean } = {},
+): Link[] {
   const msgs = nl.dump(encodeGetLink({}, filter.withStats ?? false), 'link dump');
   const links = msgs.filter((m) => m.type === RTM_NEWLINK).map(decodeLink);
   return links.filter(
-    (l) => (filter.kind === undefined || l.kind === filter.kind) && (filter.master === undefined || l.master === filter.master),
+    (l) =>
+      (filter.kind === undefined || l.kind === filter.kind) &&
+      (filter.master === undefined || l.master === filter.master),
   );
 }
 
@@ -85,9 +98,13 @@ export function ensureBridge(nl: NetlinkSocket, o: BridgeOptions): Link {
   const existing = findLink(nl, name);
   if (existing) {
     if (existing.kind !== 'bridge') {
-      throw new TapnetError('ERR_CONFLICT', `link ${name} exists and is a ${existing.kind ?? 'device'}, not a bridge`, {
-        details: { link: name, kind: existing.kind },
-      });
+      throw new TapnetError(
+        'ERR_CONFLICT',
+        `link ${name} exists and is a ${existing.kind ?? 'device'}, not a bridge`,
+        {
+          details: { link: name, kind: existing.kind },
+        },
+      );
     }
     const change: LinkRequest = { index: existing.index };
     let dirty = false;
@@ -106,7 +123,11 @@ export function ensureBridge(nl: NetlinkSocket, o: BridgeOptions): Link {
     if (dirty) nl.request(encodeLinkRequest(RTM_NEWLINK, 0, change), name);
     return dirty ? getLink(nl, existing.index) : existing;
   }
-  const req: LinkRequest = { name, kind: 'bridge', infoData: bridgeInfoData(o.bridge ?? { stpState: 0, forwardDelay: 0 }) };
+  const req: LinkRequest = {
+    name,
+    kind: 'bridge',
+    infoData: bridgeInfoData(o.bridge ?? { stpState: 0, forwardDelay: 0 }),
+  };
   if (mac) req.mac = mac;
   if (o.mtu !== undefined) req.mtu = o.mtu;
   if (o.up !== undefined) req.up = o.up;
@@ -190,11 +211,15 @@ export function setLink(nl: NetlinkSocket, ref: LinkRef, c: LinkChange): void {
   } catch (e) {
     if (isTapnetError(e) && e.errno === 'ENODEV') throw notFound(ref, e);
     if (isTapnetError(e) && e.errno === 'EXFULL') {
-      throw new TapnetError('ERR_CAPACITY', `cannot attach ${ref}: the bridge is full (a Linux bridge takes at most 1,023 ports)`, {
-        cause: e,
-        errno: 'EXFULL',
-        details: { link: ref, master: c.master },
-      });
+      throw new TapnetError(
+        'ERR_CAPACITY',
+        `cannot attach ${ref}: the bridge is full (a Linux bridge takes at most 1,023 ports)`,
+        {
+          cause: e,
+          errno: 'EXFULL',
+          details: { link: ref, master: c.master },
+        },
+      );
     }
     throw e;
   }

@@ -2,7 +2,16 @@
  * Named network namespaces, interoperable with iproute2: a namespace named N is a bind mount of a
  * namespace file at /run/netns/N, so `ip netns list` and `ip netns exec N …` see ours and we see theirs.
  */
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { TapnetError } from '../errors.js';
 import {
@@ -168,7 +177,7 @@ export function listNetns(runDir = NETNS_RUN_DIR): string[] {
 
 /** `/proc/sys/<key>` for a slash-separated key (`net/ipv4/conf/eth0.100/rp_filter`); no `..`. */
 function sysctlPath(key: string): string {
-  if (!/^[A-Za-z0-9_.\/-]+$/.test(key) || key.split('/').some((p) => p === '..' || p === '.' || p === '')) {
+  if (!/^[A-Za-z0-9_./-]+$/.test(key) || key.split('/').some((p) => p === '..' || p === '.' || p === '')) {
     throw new TapnetError('ERR_INVALID_ARGUMENT', `bad sysctl key ${JSON.stringify(key)}`);
   }
   return `/proc/sys/${key}`;

@@ -4,7 +4,16 @@
 import { TapnetError } from '../errors.js';
 import { type Family, ipToBytes, parseCidr } from '../ip.js';
 import { AttrMap, ipText, NlWriter } from './attr.js';
-import { AF_INET, AF_INET6, IFA_ADDRESS, IFA_BROADCAST, IFA_FLAGS, IFA_LABEL, IFA_LOCAL, RTM_GETADDR } from './constants.js';
+import {
+  AF_INET,
+  AF_INET6,
+  IFA_ADDRESS,
+  IFA_BROADCAST,
+  IFA_FLAGS,
+  IFA_LABEL,
+  IFA_LOCAL,
+  RTM_GETADDR,
+} from './constants.js';
 import { beginMessage, finishMessage, type NlMessage } from './message.js';
 
 export const IFADDRMSG_LEN = 8;
@@ -46,11 +55,18 @@ export function encodeAddressRequest(type: number, nlFlags: number, r: AddressRe
   const w = new NlWriter(96);
   const at = beginMessage(w, type, nlFlags);
   const flags = r.flags ?? 0;
-  w.u8(familyCode(c.family)).u8(c.prefix).u8(flags & 0xff).u8(r.scope ?? 0).u32(r.index);
+  w.u8(familyCode(c.family))
+    .u8(c.prefix)
+    .u8(flags & 0xff)
+    .u8(r.scope ?? 0)
+    .u32(r.index);
   const local = ipToBytes(c.family, c.addr);
   if (c.family === 4) w.attr(IFA_LOCAL, local);
   if (r.peer !== undefined) {
-    const p = parseCidr(r.peer.includes('/') ? r.peer : `${r.peer}/${c.family === 4 ? 32 : 128}`, 'peer address');
+    const p = parseCidr(
+      r.peer.includes('/') ? r.peer : `${r.peer}/${c.family === 4 ? 32 : 128}`,
+      'peer address',
+    );
     w.attr(IFA_ADDRESS, ipToBytes(p.family, p.addr));
   } else {
     w.attr(IFA_ADDRESS, local);
@@ -68,7 +84,11 @@ export function encodeAddressRequest(type: number, nlFlags: number, r: AddressRe
 export function encodeGetAddr(family?: Family): Buffer {
   const w = new NlWriter(32);
   const at = beginMessage(w, RTM_GETADDR, 0);
-  w.u8(family ? familyCode(family) : 0).u8(0).u8(0).u8(0).u32(0);
+  w.u8(family ? familyCode(family) : 0)
+    .u8(0)
+    .u8(0)
+    .u8(0)
+    .u32(0);
   finishMessage(w, at);
   return w.toBuffer();
 }
@@ -105,4 +125,3 @@ export function decodeAddress(m: NlMessage): Address {
   if (label) out.label = label;
   return out;
 }
-

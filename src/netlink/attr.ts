@@ -88,31 +88,51 @@ export class NlWriter {
 
   /** An attribute with raw payload. */
   attr(type: number, payload: Uint8Array): this {
-    this.u16(NLA_HDRLEN + payload.length).u16(type).bytes(payload);
+    this.u16(NLA_HDRLEN + payload.length)
+      .u16(type)
+      .bytes(payload);
     return this.pad();
   }
   attrU8(type: number, v: number): this {
-    return this.u16(NLA_HDRLEN + 1).u16(type).u8(v).pad();
+    return this.u16(NLA_HDRLEN + 1)
+      .u16(type)
+      .u8(v)
+      .pad();
   }
   attrU16(type: number, v: number): this {
-    return this.u16(NLA_HDRLEN + 2).u16(type).u16(v).pad();
+    return this.u16(NLA_HDRLEN + 2)
+      .u16(type)
+      .u16(v)
+      .pad();
   }
   attrU16be(type: number, v: number): this {
-    return this.u16(NLA_HDRLEN + 2).u16(type).u16be(v).pad();
+    return this.u16(NLA_HDRLEN + 2)
+      .u16(type)
+      .u16be(v)
+      .pad();
   }
   attrU32(type: number, v: number): this {
-    return this.u16(NLA_HDRLEN + 4).u16(type).u32(v);
+    return this.u16(NLA_HDRLEN + 4)
+      .u16(type)
+      .u32(v);
   }
   attrI32(type: number, v: number): this {
-    return this.u16(NLA_HDRLEN + 4).u16(type).i32(v);
+    return this.u16(NLA_HDRLEN + 4)
+      .u16(type)
+      .i32(v);
   }
   attrU64(type: number, v: bigint | number): this {
-    return this.u16(NLA_HDRLEN + 8).u16(type).u64(v);
+    return this.u16(NLA_HDRLEN + 8)
+      .u16(type)
+      .u64(v);
   }
   /** A NUL-terminated string attribute. */
   attrStr(type: number, s: string): this {
     const b = Buffer.from(s, 'utf8');
-    this.u16(NLA_HDRLEN + b.length + 1).u16(type).bytes(b).u8(0);
+    this.u16(NLA_HDRLEN + b.length + 1)
+      .u16(type)
+      .bytes(b)
+      .u8(0);
     return this.pad();
   }
   /** A flag attribute (no payload). */
@@ -142,7 +162,9 @@ export class NlWriter {
 /** Canonical text of a 4- or 16-byte address; ERR_NETLINK_DECODE for any other length. */
 export function ipText(b: Buffer, type?: number): string {
   if (b.length !== 4 && b.length !== 16) {
-    throw decodeError(`address attribute${type === undefined ? '' : ` ${type}`} has ${b.length} bytes`, { type });
+    throw decodeError(`address attribute${type === undefined ? '' : ` ${type}`} has ${b.length} bytes`, {
+      type,
+    });
   }
   return bytesToIpString(b);
 }
@@ -206,7 +228,8 @@ export class AttrMap {
   private sized(type: number, size: number): Buffer | undefined {
     const b = this.map.get(type);
     if (b === undefined) return undefined;
-    if (b.length < size) throw decodeError(`attribute ${type} has ${b.length} bytes, needs ${size}`, { type });
+    if (b.length < size)
+      throw decodeError(`attribute ${type} has ${b.length} bytes, needs ${size}`, { type });
     return b;
   }
   u8(type: number): number | undefined {

@@ -8,10 +8,9 @@ import { AttrMap, ipText, NlWriter } from './attr.js';
 import {
   AF_INET6,
   AF_UNSPEC,
-  IFLA_AF_SPEC,
-  IFLA_INET6_ADDR_GEN_MODE,
-  IN6_ADDR_GEN_MODE_NONE,
+  IFF_UP,
   IFLA_ADDRESS,
+  IFLA_AF_SPEC,
   IFLA_BR_AGEING_TIME,
   IFLA_BR_FORWARD_DELAY,
   IFLA_BR_MCAST_SNOOPING,
@@ -23,6 +22,7 @@ import {
   IFLA_GROUP,
   IFLA_IFALIAS,
   IFLA_IFNAME,
+  IFLA_INET6_ADDR_GEN_MODE,
   IFLA_INFO_DATA,
   IFLA_INFO_KIND,
   IFLA_INFO_SLAVE_KIND,
@@ -57,7 +57,7 @@ import {
   IFLA_VXLAN_LOCAL6,
   IFLA_VXLAN_PORT,
   IFLA_VXLAN_TTL,
-  IFF_UP,
+  IN6_ADDR_GEN_MODE_NONE,
   VETH_INFO_PEER,
 } from './constants.js';
 import { beginMessage, finishMessage, type NlMessage } from './message.js';
@@ -67,7 +67,15 @@ import { decodeStats64, type LinkStats } from './stats.js';
 export const IFINFOMSG_LEN = 16;
 
 /** Operational state (IF_OPER_*), as iproute2 prints it. */
-export const OPERSTATES = ['UNKNOWN', 'NOTPRESENT', 'DOWN', 'LOWERLAYERDOWN', 'TESTING', 'DORMANT', 'UP'] as const;
+export const OPERSTATES = [
+  'UNKNOWN',
+  'NOTPRESENT',
+  'DOWN',
+  'LOWERLAYERDOWN',
+  'TESTING',
+  'DORMANT',
+  'UP',
+] as const;
 
 export interface TunInfo {
   type: 'tun' | 'tap';
@@ -179,7 +187,9 @@ function writeLinkAttrs(w: NlWriter, r: LinkRequest): void {
   if (r.group !== undefined) w.attrU32(IFLA_GROUP, r.group);
   if (r.alias !== undefined) w.attrStr(IFLA_IFALIAS, r.alias);
   if (r.noIpv6LinkLocal) {
-    w.nest(IFLA_AF_SPEC, () => w.nest(AF_INET6, () => w.attrU8(IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE)));
+    w.nest(IFLA_AF_SPEC, () =>
+      w.nest(AF_INET6, () => w.attrU8(IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE)),
+    );
   }
 }
 

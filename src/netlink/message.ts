@@ -2,7 +2,8 @@
  * Netlink messages (struct nlmsghdr), kernel ACKs and errors with extended ACK. Pure.
  */
 import { TapnetError } from '../errors.js';
-import { align4, AttrMap, NlWriter } from './attr.js';
+import { errnoName } from '../sys/errno.js';
+import { AttrMap, align4, NlWriter } from './attr.js';
 import {
   NLM_F_ACK_TLVS,
   NLM_F_CAPPED,
@@ -13,7 +14,6 @@ import {
   NLMSGERR_ATTR_OFFS,
   RTM_NAMES,
 } from './constants.js';
-import { errnoName } from '../sys/errno.js';
 
 /** A decoded netlink message: header fields and the payload after the header. */
 export interface NlMessage {
@@ -78,7 +78,13 @@ export function parseMessages(buf: Buffer, length = buf.length): NlMessage[] {
 }
 
 /** Encode one message from parts (used by tests and by the socket for small requests). */
-export function encodeMessage(type: number, flags: number, seq: number, pid: number, body: Uint8Array): Buffer {
+export function encodeMessage(
+  type: number,
+  flags: number,
+  seq: number,
+  pid: number,
+  body: Uint8Array,
+): Buffer {
   const w = new NlWriter(NLMSG_HDRLEN + body.length + 4);
   const at = beginMessage(w, type, flags, seq, pid);
   w.bytes(body);

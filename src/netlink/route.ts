@@ -75,7 +75,8 @@ export function encodeRouteRequest(type: number, nlFlags: number, r: RouteReques
     dst = c.network;
   }
   const gw = r.gateway !== undefined ? parseIp(r.gateway, 'gateway') : undefined;
-  if (gw && gw.family !== family) throw new TapnetError('ERR_INVALID_ARGUMENT', 'gateway family differs from destination');
+  if (gw && gw.family !== family)
+    throw new TapnetError('ERR_INVALID_ARGUMENT', 'gateway family differs from destination');
   const table = r.table ?? RT_TABLE_MAIN;
   const w = new NlWriter(96);
   const at = beginMessage(w, type, nlFlags);
@@ -106,7 +107,15 @@ export function encodeRouteRequest(type: number, nlFlags: number, r: RouteReques
 export function encodeGetRoute(family: Family): Buffer {
   const w = new NlWriter(32);
   const at = beginMessage(w, RTM_GETROUTE, 0);
-  w.u8(family === 4 ? AF_INET : AF_INET6).u8(0).u8(0).u8(0).u8(0).u8(0).u8(0).u8(0).u32(0);
+  w.u8(family === 4 ? AF_INET : AF_INET6)
+    .u8(0)
+    .u8(0)
+    .u8(0)
+    .u8(0)
+    .u8(0)
+    .u8(0)
+    .u8(0)
+    .u32(0);
   finishMessage(w, at);
   return w.toBuffer();
 }

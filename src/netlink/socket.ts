@@ -28,7 +28,15 @@ import {
   socket,
 } from '../sys/libc.js';
 import { withNetns } from '../sys/ns.js';
-import { NETLINK_ROUTE, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR } from './constants.js';
+import {
+  NETLINK_ROUTE,
+  NLM_F_ACK,
+  NLM_F_DUMP,
+  NLM_F_DUMP_INTR,
+  NLM_F_REQUEST,
+  NLMSG_DONE,
+  NLMSG_ERROR,
+} from './constants.js';
 import { type NlMessage, netlinkError, parseErrorPayload, parseMessages, setSeq } from './message.js';
 
 export interface NetlinkSocketOptions {
@@ -62,7 +70,9 @@ export class NetlinkSocket {
 
   /** Open a socket, inside `nsFd`'s namespace when given (the socket stays bound there). */
   static open(opts: NetlinkSocketOptions = {}): NetlinkSocket {
-    const fd = withNetns(opts.nsFd, () => socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, opts.protocol ?? NETLINK_ROUTE));
+    const fd = withNetns(opts.nsFd, () =>
+      socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, opts.protocol ?? NETLINK_ROUTE),
+    );
     try {
       setsockoptInt(fd, SOL_SOCKET, SO_SNDBUF, 1 << 20);
       setsockoptInt(fd, SOL_SOCKET, SO_RCVBUF, 1 << 20);
@@ -92,7 +102,8 @@ export class NetlinkSocket {
   private sendRaw(buf: Buffer): void {
     if (this.closed) throw new TapnetError('ERR_INTERNAL', 'netlink socket used after close');
     const n = send(this.fd, buf);
-    if (n !== buf.length) throw new TapnetError('ERR_NETLINK', `short netlink send: ${n} of ${buf.length} bytes`);
+    if (n !== buf.length)
+      throw new TapnetError('ERR_NETLINK', `short netlink send: ${n} of ${buf.length} bytes`);
   }
 
   private recvMessages(): NlMessage[] {
@@ -101,7 +112,9 @@ export class NetlinkSocket {
       n = recv(this.fd, this.rbuf);
     } catch (e) {
       if (e instanceof TapnetError && e.errno === 'EAGAIN') {
-        throw new TapnetError('ERR_TIMEOUT', 'the kernel did not answer a netlink request in time', { cause: e });
+        throw new TapnetError('ERR_TIMEOUT', 'the kernel did not answer a netlink request in time', {
+          cause: e,
+        });
       }
       throw e;
     }
@@ -149,7 +162,9 @@ export class NetlinkSocket {
       const replies: NlMessage[] = [];
       for (;;) {
         const n = await recvAsync(this.fd, buf).catch((e: unknown) => {
-          throw new TapnetError('ERR_TIMEOUT', 'the kernel did not answer a netlink request in time', { cause: e });
+          throw new TapnetError('ERR_TIMEOUT', 'the kernel did not answer a netlink request in time', {
+            cause: e,
+          });
         });
         for (const m of parseMessages(Buffer.from(buf.subarray(0, n)))) {
           if (m.seq !== seq) continue;

@@ -74,7 +74,9 @@ function libc(): Libc {
     open: lib.func('int open(const char *path, int flags, uint32 mode)'),
     setns: lib.func('int setns(int fd, int nstype)'),
     unshare: lib.func('int unshare(int flags)'),
-    mount: lib.func('int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const void *data)'),
+    mount: lib.func(
+      'int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const void *data)',
+    ),
     umount2: lib.func('int umount2(const char *target, int flags)'),
     getpid: lib.func('int getpid()'),
     gettid: lib.func('int gettid()'),
@@ -215,13 +217,19 @@ export function recvAsync(fd: number, buf: Buffer): Promise<number> {
 
 function callAsync(syscall: string, fn: Fn, args: unknown[]): Promise<number> {
   return new Promise((resolve, reject) => {
-    (fn as unknown as { async: (...a: unknown[]) => void }).async(...args, (err: unknown, ret: number | bigint) => {
-      if (err) return reject(new TapnetError('ERR_SYSCALL', `${syscall} failed: ${String(err)}`, { syscall, cause: err }));
-      const n = Number(ret);
-      // errno of a worker-thread call is not observable here; report the failure without it.
-      if (n < 0) return reject(new TapnetError('ERR_SYSCALL', `${syscall} failed`, { syscall }));
-      resolve(n);
-    });
+    (fn as unknown as { async: (...a: unknown[]) => void }).async(
+      ...args,
+      (err: unknown, ret: number | bigint) => {
+        if (err)
+          return reject(
+            new TapnetError('ERR_SYSCALL', `${syscall} failed: ${String(err)}`, { syscall, cause: err }),
+          );
+        const n = Number(ret);
+        // errno of a worker-thread call is not observable here; report the failure without it.
+        if (n < 0) return reject(new TapnetError('ERR_SYSCALL', `${syscall} failed`, { syscall }));
+        resolve(n);
+      },
+    );
   });
 }
 

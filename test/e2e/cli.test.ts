@@ -14,14 +14,19 @@ describe('tapnet CLI, as a user types it', { skip }, () => {
   let t: TestNetns;
   let dir: string;
   let env: NodeJS.ProcessEnv;
-  const tapnet = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env });
+  const tapnet = (...args: string[]) =>
+    spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env });
   before(() => {
     t = makeTestNetns('cli');
     dir = mkdtempSync(join(tmpdir(), 'tapnet-cli-'));
     const config = join(dir, 'config.json');
     writeFileSync(
       config,
-      JSON.stringify({ netns: t.ns.path, networks: { vms: { bridge: 'tncli0', subnet4: '198.18.20.0/24', dns: ['198.18.20.53'] } }, defaultNetwork: 'vms' }),
+      JSON.stringify({
+        netns: t.ns.path,
+        networks: { vms: { bridge: 'tncli0', subnet4: '198.18.20.0/24', dns: ['198.18.20.53'] } },
+        defaultNetwork: 'vms',
+      }),
     );
     env = { ...process.env, TAPNET_CONFIG: config, TAPNET_STATE_DIR: join(dir, 'state') };
   });
@@ -34,7 +39,8 @@ describe('tapnet CLI, as a user types it', { skip }, () => {
     const r = tapnet('up', 'vm1', '--json');
     assert.equal(r.status, 0, r.stderr);
     const info = JSON.parse(r.stdout);
-    for (const k of ['vmId', 'network', 'tap', 'mac', 'ipv4', 'gateway4', 'bridge', 'mtu', 'dns']) assert.ok(k in info, k);
+    for (const k of ['vmId', 'network', 'tap', 'mac', 'ipv4', 'gateway4', 'bridge', 'mtu', 'dns'])
+      assert.ok(k in info, k);
     assert.equal(info.vmId, 'vm1');
     assert.equal(info.bridge, 'tncli0');
     assert.match(info.ipv4, /^198\.18\.20\.\d+\/24$/);
@@ -54,7 +60,10 @@ describe('tapnet CLI, as a user types it', { skip }, () => {
     assert.match(ls.stdout, /^VM\s+NETWORK\s+TAP/m);
     assert.match(ls.stdout, /vm2\s+vms\s+\S+\s+198\.18\.20\.99\/24/);
     const list = JSON.parse(tapnet('ls', '--json').stdout);
-    assert.deepEqual(list.map((i: { vmId: string }) => i.vmId), ['vm1', 'vm2']);
+    assert.deepEqual(
+      list.map((i: { vmId: string }) => i.vmId),
+      ['vm1', 'vm2'],
+    );
   });
 
   it('inspect --json includes guest and VMM configuration', () => {
@@ -82,7 +91,10 @@ describe('tapnet CLI, as a user types it', { skip }, () => {
       assert.match(r.stderr, re);
       assert.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
     }
-    const badConfig = spawnSync(process.execPath, [cli, 'ls'], { encoding: 'utf8', env: { ...env, TAPNET_CONFIG: '/nonexistent.json' } });
+    const badConfig = spawnSync(process.execPath, [cli, 'ls'], {
+      encoding: 'utf8',
+      env: { ...env, TAPNET_CONFIG: '/nonexistent.json' },
+    });
     assert.equal(badConfig.status, 2);
     assert.match(badConfig.stderr, /ERR_CONFIG: cannot read config file/);
   });
@@ -101,14 +113,23 @@ describe('tapnet CLI, as a user types it', { skip }, () => {
   it('policy set/get/rm, and a bad policy refused naming the field', () => {
     assert.equal(tapnet('up', 'vmpol').status, 0);
     const file = join(dir, 'web.json');
-    const doc = { default: 'deny', rules: [{ direction: 'ingress', protocol: 'tcp', ports: [80, 443], action: 'allow' }] };
+    const doc = {
+      default: 'deny',
+      rules: [{ direction: 'ingress', protocol: 'tcp', ports: [80, 443], action: 'allow' }],
+    };
     writeFileSync(file, JSON.stringify(doc));
     const set = tapnet('policy', 'set', 'vmpol', '--file', file);
     assert.equal(set.status, 0, set.stderr);
     const got = JSON.parse(tapnet('policy', 'get', 'vmpol', '--json').stdout);
     assert.equal(got.default, 'deny');
     assert.deepEqual(got.rules[0].ports, [80, 443]);
-    writeFileSync(file, JSON.stringify({ default: 'deny', rules: [{ direction: 'ingress', protocol: 'tcp', ports: ['80; flush ruleset'], action: 'allow' }] }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        default: 'deny',
+        rules: [{ direction: 'ingress', protocol: 'tcp', ports: ['80; flush ruleset'], action: 'allow' }],
+      }),
+    );
     const bad = tapnet('policy', 'set', 'vmpol', '--file', file);
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /ERR_INVALID_ARGUMENT: .*rules\[0\]\.ports\[0\]/);
@@ -121,7 +142,10 @@ describe('tapnet CLI, as a user types it', { skip }, () => {
     const r = tapnet('cni', 'conflist', 'fcnet', '--subnet', '198.18.90.0/24');
     assert.equal(r.status, 0, r.stderr);
     const doc = JSON.parse(r.stdout);
-    assert.deepEqual(doc.plugins.map((p: { type: string }) => p.type), ['bridge', 'tc-redirect-tap']);
+    assert.deepEqual(
+      doc.plugins.map((p: { type: string }) => p.type),
+      ['bridge', 'tc-redirect-tap'],
+    );
     assert.equal(doc.plugins[0].ipam.subnet, '198.18.90.0/24');
     const w = tapnet('cni', 'conflist', 'fcnet', '--subnet', '198.18.90.0/24', '--write', join(dir, 'net.d'));
     assert.equal(w.status, 0, w.stderr);
@@ -131,6 +155,7 @@ describe('tapnet CLI, as a user types it', { skip }, () => {
   it('--help shows the commands, examples and exit codes', () => {
     const r = tapnet('--help');
     assert.equal(r.status, 0);
-    for (const w of ['up', 'down', 'ls', 'inspect', 'gc', 'Examples:', 'Exit codes:']) assert.match(r.stdout, new RegExp(w));
+    for (const w of ['up', 'down', 'ls', 'inspect', 'gc', 'Examples:', 'Exit codes:'])
+      assert.match(r.stdout, new RegExp(w));
   });
 });

@@ -48,11 +48,24 @@ describe('a microVM in CNI mode (bridge → tc-redirect-tap, QEMU inside the nam
   const prefix = `tvcni${process.pid % 10000}`;
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tapnet-vmcni-'));
-    writeConflist(join(dir, 'net.d'), firecrackerConflist({ subnet: '198.18.70.0/24', bridge, dataDir: join(dir, 'ipam') }));
+    writeConflist(
+      join(dir, 'net.d'),
+      firecrackerConflist({ subnet: '198.18.70.0/24', bridge, dataDir: join(dir, 'ipam') }),
+    );
     m = await NetworkManager.open({
       stateDir: join(dir, 'state'),
       defaultNetwork: 'fc',
-      networks: { fc: { mode: 'cni', cni: { network: 'fcnet', confDir: join(dir, 'net.d'), cacheDir: join(dir, 'cache'), netnsPrefix: prefix } } },
+      networks: {
+        fc: {
+          mode: 'cni',
+          cni: {
+            network: 'fcnet',
+            confDir: join(dir, 'net.d'),
+            cacheDir: join(dir, 'cache'),
+            netnsPrefix: prefix,
+          },
+        },
+      },
     });
   });
   after(async () => {
@@ -73,7 +86,15 @@ describe('a microVM in CNI mode (bridge → tc-redirect-tap, QEMU inside the nam
       network: {
         mode: 'cni',
         netns: info.netns!,
-        guest: { vmId: 'cni-vm', ifname: info.tap, mac: info.mac, ipv4: info.ipv4!, gateway4: info.gateway4!, dns: info.dns, mtu: info.mtu },
+        guest: {
+          vmId: 'cni-vm',
+          ifname: info.tap,
+          mac: info.mac,
+          ipv4: info.ipv4!,
+          gateway4: info.gateway4!,
+          dns: info.dns,
+          mtu: info.mtu,
+        },
       },
     });
     assert.equal(await httpGet(`http://${info.ipv4!.split('/')[0]}/`), 'tapnet guest cni-vm');

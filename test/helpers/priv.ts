@@ -5,14 +5,15 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { NetlinkSocket } from '../../src/netlink/socket.js';
 import { createNetns, deleteNetns, type Netns } from '../../src/net/netns.js';
+import { NetlinkSocket } from '../../src/netlink/socket.js';
 
 /** The reason privileged tests cannot run here, or undefined when they can. */
 export function privSkipReason(): string | undefined {
   if (process.platform !== 'linux') return 'needs Linux';
   if (process.getuid?.() !== 0) return 'needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)';
-  if (process.env.TAPNET_SANDBOX !== '1') return 'not inside a private network namespace: run through `npm test`';
+  if (process.env.TAPNET_SANDBOX !== '1')
+    return 'not inside a private network namespace: run through `npm test`';
   if (!existsSync('/dev/net/tun')) return 'no /dev/net/tun';
   return undefined;
 }

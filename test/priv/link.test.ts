@@ -5,8 +5,24 @@ import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { isTapnetError } from '../../src/errors.js';
-import { deleteAddress, ensureAddress, ensureRoute, deleteRoute, listAddresses, listRoutes } from '../../src/net/addr.js';
-import { createVeth, deleteLink, deleteLinks, ensureBridge, findLink, getLink, listLinks, setLink } from '../../src/net/link.js';
+import {
+  deleteAddress,
+  deleteRoute,
+  ensureAddress,
+  ensureRoute,
+  listAddresses,
+  listRoutes,
+} from '../../src/net/addr.js';
+import {
+  createVeth,
+  deleteLink,
+  deleteLinks,
+  ensureBridge,
+  findLink,
+  getLink,
+  listLinks,
+  setLink,
+} from '../../src/net/link.js';
 import { createNetns, deleteNetns } from '../../src/net/netns.js';
 import { closeTapFds, createTap, deleteTap, openTap } from '../../src/net/tap.js';
 import { makeTestNetns, privSkipReason, type TestNetns } from '../helpers/priv.js';
@@ -46,7 +62,10 @@ describe('links, TAPs, addresses and routes against the kernel', { skip }, () =>
 
   it('refuses to adopt a non-bridge of the same name', () => {
     t.ip('link', 'add', 'tdummy0', 'type', 'veth', 'peer', 'name', 'tdummy0p');
-    assert.throws(() => ensureBridge(t.nl, { name: 'tdummy0' }), (e) => isTapnetError(e, 'ERR_CONFLICT'));
+    assert.throws(
+      () => ensureBridge(t.nl, { name: 'tdummy0' }),
+      (e) => isTapnetError(e, 'ERR_CONFLICT'),
+    );
     deleteLink(t.nl, 'tdummy0');
   });
 
@@ -62,7 +81,13 @@ describe('links, TAPs, addresses and routes against the kernel', { skip }, () =>
     assert.equal(ip!.mtu, 1400);
     assert.ok(ip!.flags.includes('UP'));
     assert.equal(ip!.linkinfo?.info_kind, 'tun');
-    const info = ip!.linkinfo?.info_data as { type: string; pi: boolean; vnet_hdr: boolean; persist: boolean; user?: number };
+    const info = ip!.linkinfo?.info_data as {
+      type: string;
+      pi: boolean;
+      vnet_hdr: boolean;
+      persist: boolean;
+      user?: number;
+    };
     assert.equal(info.type, 'tap');
     assert.equal(info.pi, false);
     assert.equal(info.vnet_hdr, true);
@@ -98,26 +123,54 @@ describe('links, TAPs, addresses and routes against the kernel', { skip }, () =>
 
   it('exclusive create refuses an existing device with ERR_CONFLICT', () => {
     createTap({ name: 'ttapx', nsFd: t.ns.fd }, t.nl);
-    assert.throws(() => createTap({ name: 'ttapx', nsFd: t.ns.fd, exclusive: true }, t.nl), (e) => isTapnetError(e, 'ERR_CONFLICT'));
+    assert.throws(
+      () => createTap({ name: 'ttapx', nsFd: t.ns.fd, exclusive: true }, t.nl),
+      (e) => isTapnetError(e, 'ERR_CONFLICT'),
+    );
     deleteTap(t.nl, 'ttapx');
   });
 
   it('rejects bad names, MACs and CIDRs before touching the kernel', () => {
     const bad = ['', 'x'.repeat(16), 'a/b', 'sp ace', 'nul\0x', '..', 'é'];
     for (const name of bad) {
-      assert.throws(() => createTap({ name, nsFd: t.ns.fd }, t.nl), (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'), JSON.stringify(name));
-      assert.throws(() => ensureBridge(t.nl, { name }), (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'));
+      assert.throws(
+        () => createTap({ name, nsFd: t.ns.fd }, t.nl),
+        (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'),
+        JSON.stringify(name),
+      );
+      assert.throws(
+        () => ensureBridge(t.nl, { name }),
+        (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'),
+      );
     }
-    assert.throws(() => ensureBridge(t.nl, { name: 'tbrbad', mac: '02:00:00:00:00' }), (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'));
-    assert.throws(() => ensureAddress(t.nl, 1, '198.18.0.1/33'), (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'));
-    assert.throws(() => ensureAddress(t.nl, 1, '198.18.0/24'), (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'));
-    assert.throws(() => createNetns('no/such'), (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'));
+    assert.throws(
+      () => ensureBridge(t.nl, { name: 'tbrbad', mac: '02:00:00:00:00' }),
+      (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'),
+    );
+    assert.throws(
+      () => ensureAddress(t.nl, 1, '198.18.0.1/33'),
+      (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'),
+    );
+    assert.throws(
+      () => ensureAddress(t.nl, 1, '198.18.0/24'),
+      (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'),
+    );
+    assert.throws(
+      () => createNetns('no/such'),
+      (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'),
+    );
     assert.equal(findLink(t.nl, 'tbrbad'), undefined);
   });
 
   it('unknown links are ERR_LINK_NOT_FOUND', () => {
-    assert.throws(() => getLink(t.nl, 'nosuch0'), (e) => isTapnetError(e, 'ERR_LINK_NOT_FOUND'));
-    assert.throws(() => setLink(t.nl, 'nosuch0', { up: true }), (e) => isTapnetError(e, 'ERR_LINK_NOT_FOUND'));
+    assert.throws(
+      () => getLink(t.nl, 'nosuch0'),
+      (e) => isTapnetError(e, 'ERR_LINK_NOT_FOUND'),
+    );
+    assert.throws(
+      () => setLink(t.nl, 'nosuch0', { up: true }),
+      (e) => isTapnetError(e, 'ERR_LINK_NOT_FOUND'),
+    );
     deleteLink(t.nl, 'nosuch0');
   });
 
@@ -126,9 +179,18 @@ describe('links, TAPs, addresses and routes against the kernel', { skip }, () =>
     ensureAddress(t.nl, br.index, '198.18.0.1/24');
     ensureAddress(t.nl, br.index, '198.18.0.1/24');
     ensureAddress(t.nl, br.index, 'fd00:198:18::1/64', { flags: 0x02 /* nodad */ });
-    const mine = listAddresses(t.nl, { index: br.index }).map((a) => a.cidr).sort();
-    assert.deepEqual(mine.filter((c) => !c.startsWith('fe80')), ['198.18.0.1/24', 'fd00:198:18::1/64']);
-    const ip = t.ipJson<{ addr_info: { local: string; prefixlen: number; broadcast?: string }[] }[]>('addr', 'show', 'tbr0');
+    const mine = listAddresses(t.nl, { index: br.index })
+      .map((a) => a.cidr)
+      .sort();
+    assert.deepEqual(
+      mine.filter((c) => !c.startsWith('fe80')),
+      ['198.18.0.1/24', 'fd00:198:18::1/64'],
+    );
+    const ip = t.ipJson<{ addr_info: { local: string; prefixlen: number; broadcast?: string }[] }[]>(
+      'addr',
+      'show',
+      'tbr0',
+    );
     const v4 = ip[0]!.addr_info.find((a) => a.local === '198.18.0.1');
     assert.equal(v4?.prefixlen, 24);
     assert.equal(v4?.broadcast, '198.18.0.255');
@@ -191,7 +253,10 @@ describe('links, TAPs, addresses and routes against the kernel', { skip }, () =>
 
   it('hands a TAP fd to a child process that exchanges frames with the bridge', async () => {
     const br = getLink(t.nl, 'tbr0');
-    const tap = createTap({ name: 'ttapfd', nsFd: t.ns.fd, persistent: false, master: br.index, up: true }, t.nl);
+    const tap = createTap(
+      { name: 'ttapfd', nsFd: t.ns.fd, persistent: false, master: br.index, up: true },
+      t.nl,
+    );
     try {
       const child = spawn(
         process.execPath,
@@ -203,7 +268,11 @@ describe('links, TAPs, addresses and routes against the kernel', { skip }, () =>
         out += d;
       });
       const code = await new Promise<number | null>((r) => child.on('exit', r));
-      assert.equal(out.trim(), 'reply 02:00:00:aa:00:01', 'the bridge answered the ARP request the child wrote');
+      assert.equal(
+        out.trim(),
+        'reply 02:00:00:aa:00:01',
+        'the bridge answered the ARP request the child wrote',
+      );
       assert.equal(code, 0);
       const stats = getLink(t.nl, 'ttapfd').stats!;
       assert.ok(stats.rxPackets >= 1 && stats.txPackets >= 1);
@@ -213,4 +282,3 @@ describe('links, TAPs, addresses and routes against the kernel', { skip }, () =>
     assert.equal(findLink(t.nl, 'ttapfd'), undefined);
   });
 });
-

@@ -16,7 +16,9 @@ import { NetlinkSocket } from '../../src/netlink/socket.js';
 import { privSkipReason } from '../helpers/priv.js';
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), '../fixtures');
-const skip = privSkipReason() ?? (existsSync('/usr/lib/cni/bridge') ? undefined : 'containernetworking-plugins is not installed');
+const skip =
+  privSkipReason() ??
+  (existsSync('/usr/lib/cni/bridge') ? undefined : 'containernetworking-plugins is not installed');
 
 function runChild(args: string[], fd: number): Promise<string> {
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit', fd] });
@@ -27,7 +29,9 @@ function runChild(args: string[], fd: number): Promise<string> {
   return new Promise((resolve) => child.on('exit', () => resolve(out.trim())));
 }
 
-describe('NetworkManager in CNI mode: per-VM namespace, bridge → tc-redirect-tap (in-process)', { skip }, () => {
+describe('NetworkManager in CNI mode: per-VM namespace, bridge → tc-redirect-tap (in-process)', {
+  skip,
+}, () => {
   let dir: string;
   let m: NetworkManager;
   let config: ManagerConfigInput;
@@ -37,11 +41,24 @@ describe('NetworkManager in CNI mode: per-VM namespace, bridge → tc-redirect-t
   const host = NetlinkSocket.open();
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tapnet-cni-'));
-    writeConflist(join(dir, 'net.d'), firecrackerConflist({ subnet: '198.18.60.0/24', bridge, dataDir: join(dir, 'ipam') }));
+    writeConflist(
+      join(dir, 'net.d'),
+      firecrackerConflist({ subnet: '198.18.60.0/24', bridge, dataDir: join(dir, 'ipam') }),
+    );
     config = {
       stateDir: join(dir, 'state'),
       defaultNetwork: 'fc',
-      networks: { fc: { mode: 'cni', cni: { network: 'fcnet', confDir: join(dir, 'net.d'), cacheDir: join(dir, 'cache'), netnsPrefix: prefix } } },
+      networks: {
+        fc: {
+          mode: 'cni',
+          cni: {
+            network: 'fcnet',
+            confDir: join(dir, 'net.d'),
+            cacheDir: join(dir, 'cache'),
+            netnsPrefix: prefix,
+          },
+        },
+      },
     };
     m = await NetworkManager.open(config);
   });
@@ -74,14 +91,21 @@ describe('NetworkManager in CNI mode: per-VM namespace, bridge → tc-redirect-t
     assert.ok(getLink(host, bridge).kind === 'bridge');
     const again = await m.ensure('fc-1');
     assert.equal(again.ipv4, info.ipv4);
-    assert.equal(readdirSync(join(dir, 'cache', 'results')).length, 1, 'the libcni result cache holds the attachment');
+    assert.equal(
+      readdirSync(join(dir, 'cache', 'results')).length,
+      1,
+      'the libcni result cache holds the attachment',
+    );
   });
 
   it('a frame written into the TAP fd reaches the bridge and the answer comes back', async () => {
     const info = await m.ensure('fc-2', { tap: 'fd' });
     assert.equal(info.tapFds?.length, 1);
     const ip = info.ipv4!.split('/')[0]!;
-    const out = await runChild([join(fixtures, 'tap-arp-child.js'), info.mac, ip, '198.18.60.1'], info.tapFds![0]!);
+    const out = await runChild(
+      [join(fixtures, 'tap-arp-child.js'), info.mac, ip, '198.18.60.1'],
+      info.tapFds![0]!,
+    );
     assert.equal(out, `reply ${getLink(host, bridge).mac}`);
     await closeTapFds(info.tapFds!);
   });
@@ -95,7 +119,9 @@ describe('NetworkManager in CNI mode: per-VM namespace, bridge → tc-redirect-t
   });
 
   it('refuses static addresses in CNI mode and leaves nothing behind', async () => {
-    await assert.rejects(m.ensure('fc-3', { ipv4: '198.18.60.9' }), (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'));
+    await assert.rejects(m.ensure('fc-3', { ipv4: '198.18.60.9' }), (e) =>
+      isTapnetError(e, 'ERR_INVALID_ARGUMENT'),
+    );
     assert.ok(!listNetns().includes(`${prefix}-fc-3`));
   });
 
@@ -119,8 +145,15 @@ describe('NetworkManager in CNI mode: per-VM namespace, bridge → tc-redirect-t
 
   it('leaves nothing once everything is released', async () => {
     await m.releaseMany((await m.list()).map((i) => i.vmId));
-    assert.deepEqual(listNetns().filter((n) => n.startsWith(prefix)), []);
-    assert.equal(listLinks(host, { master: getLink(host, bridge).index }).length, 0, 'no veth left on the bridge');
+    assert.deepEqual(
+      listNetns().filter((n) => n.startsWith(prefix)),
+      [],
+    );
+    assert.equal(
+      listLinks(host, { master: getLink(host, bridge).index }).length,
+      0,
+      'no veth left on the bridge',
+    );
     assert.equal(findLink(host, 'nothing'), undefined);
   });
 });

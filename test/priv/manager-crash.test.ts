@@ -37,7 +37,12 @@ describe('crash recovery: SIGKILL at random moments of ensure/release, then reco
   before(() => {
     t = makeTestNetns('crash');
     stateDir = mkdtempSync(join(tmpdir(), 'tapnet-crash-'));
-    config = { stateDir, netns: t.ns.path, defaultNetwork: 'c', networks: { c: { bridge: 'tncr0', subnet4: '198.18.16.0/24' } } };
+    config = {
+      stateDir,
+      netns: t.ns.path,
+      defaultNetwork: 'c',
+      networks: { c: { bridge: 'tncr0', subnet4: '198.18.16.0/24' } },
+    };
   });
   after(() => {
     t?.destroy();
@@ -56,9 +61,14 @@ describe('crash recovery: SIGKILL at random moments of ensure/release, then reco
       const list = await m.list();
       const { records, problems } = await m.store.records.list();
       assert.deepEqual(problems, [], 'no corrupt records');
-      assert.ok(records.every((r) => r.state === 'ready'), 'no half-done records');
+      assert.ok(
+        records.every((r) => r.state === 'ready'),
+        'no half-done records',
+      );
       // TAPs ↔ records, one to one.
-      const taps = listLinks(t.nl, { kind: 'tun' }).map((l) => l.name).sort();
+      const taps = listLinks(t.nl, { kind: 'tun' })
+        .map((l) => l.name)
+        .sort();
       assert.deepEqual(taps, list.map((i) => i.tap).sort());
       // Leases ↔ records: no orphan lease, no address held twice.
       const pool = m.pools(m.network('c')).v4!;
@@ -69,12 +79,21 @@ describe('crash recovery: SIGKILL at random moments of ensure/release, then reco
       assert.equal(new Set(ips).size, ips.length, 'no IP held by two VMs');
       for (const i of list) assert.equal(leases.get(i.ipv4!.split('/')[0]!), i.vmId);
       // Firewall ports ↔ records.
-      const ports = m.firewall.listVms().map((p) => p.ifname).sort();
+      const ports = m.firewall
+        .listVms()
+        .map((p) => p.ifname)
+        .sort();
       assert.deepEqual(ports, list.map((i) => i.tap).sort());
       // A second reconcile finds nothing to do.
       const again = await m.reconcile();
       assert.deepEqual(
-        [again.orphanTaps, again.orphanLeases, again.orphanFirewallElements, again.incompleteRecords, again.recreatedTaps].map((a) => a.length),
+        [
+          again.orphanTaps,
+          again.orphanLeases,
+          again.orphanFirewallElements,
+          again.incompleteRecords,
+          again.recreatedTaps,
+        ].map((a) => a.length),
         [0, 0, 0, 0, 0],
       );
       // Clean up everything.

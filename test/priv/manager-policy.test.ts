@@ -6,15 +6,18 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isTapnetError } from '../../src/errors.js';
 import type { PolicyEntry } from '../../src/firewall/types.js';
-import { NetworkManager } from '../../src/manager/manager.js';
 import { ifbName } from '../../src/manager/limits.js';
+import { NetworkManager } from '../../src/manager/manager.js';
 import { findLink } from '../../src/net/link.js';
 import { makeTestNetns, privSkipReason, type TestNetns } from '../helpers/priv.js';
 
 const skip = privSkipReason();
 const ownedBy = (p: PolicyEntry, tap: string, cidr: string): boolean =>
   'ifname' in p ? p.ifname === tap : p.address === cidr.split('/')[0];
-const WEB = { default: 'deny', rules: [{ direction: 'ingress', protocol: 'tcp', ports: [80, 443], action: 'allow', priority: 100 }] };
+const WEB = {
+  default: 'deny',
+  rules: [{ direction: 'ingress', protocol: 'tcp', ports: [80, 443], action: 'allow', priority: 100 }],
+};
 
 describe('NetworkManager: per-VM policies and bandwidth limits', { skip }, () => {
   let t: TestNetns;
@@ -27,7 +30,16 @@ describe('NetworkManager: per-VM policies and bandwidth limits', { skip }, () =>
       stateDir: dir,
       netns: t.ns.path,
       defaultNetwork: 'p',
-      networks: { p: { bridge: 'tnpol0', subnet4: '198.18.80.0/24', policy: { default: 'allow', rules: [{ direction: 'egress', protocol: 'tcp', ports: [25], action: 'deny' }] } } },
+      networks: {
+        p: {
+          bridge: 'tnpol0',
+          subnet4: '198.18.80.0/24',
+          policy: {
+            default: 'allow',
+            rules: [{ direction: 'egress', protocol: 'tcp', ports: [25], action: 'deny' }],
+          },
+        },
+      },
     });
   });
   after(async () => {
@@ -37,12 +49,23 @@ describe('NetworkManager: per-VM policies and bandwidth limits', { skip }, () =>
   });
 
   it('ensure installs the policy and the limits; the answer and the record carry them', async () => {
-    const info = await m.ensure('web', { policy: WEB, bandwidth: { rx: { rateBps: 2_000_000 }, tx: { rateBps: 1_000_000 } } });
+    const info = await m.ensure('web', {
+      policy: WEB,
+      bandwidth: { rx: { rateBps: 2_000_000 }, tx: { rateBps: 1_000_000 } },
+    });
     assert.deepEqual((info.policy as { default: string }).default, 'deny');
     assert.equal(info.bandwidth?.rx?.rateBps, 2_000_000);
-    assert.ok(m.firewall.listPolicies().some((p) => ownedBy(p, info.tap, info.ipv4!)), 'policy installed for the VM');
-    const tbf = JSON.parse(execFileSync('tc', ['-n', t.name, '-j', 'qdisc', 'show', 'dev', info.tap], { encoding: 'utf8' })) as { kind: string }[];
-    assert.ok(tbf.some((q) => q.kind === 'tbf'), 'shaping towards the guest');
+    assert.ok(
+      m.firewall.listPolicies().some((p) => ownedBy(p, info.tap, info.ipv4!)),
+      'policy installed for the VM',
+    );
+    const tbf = JSON.parse(
+      execFileSync('tc', ['-n', t.name, '-j', 'qdisc', 'show', 'dev', info.tap], { encoding: 'utf8' }),
+    ) as { kind: string }[];
+    assert.ok(
+      tbf.some((q) => q.kind === 'tbf'),
+      'shaping towards the guest',
+    );
     assert.ok(findLink(t.nl, ifbName(info.tap)), 'an IFB shapes what the guest sends');
     assert.deepEqual(await m.getPolicy('web'), info.policy);
   });
@@ -59,7 +82,12 @@ describe('NetworkManager: per-VM policies and bandwidth limits', { skip }, () =>
 
   it('refuses a bad policy with the exact field before touching anything', async () => {
     await assert.rejects(
-      m.ensure('bad', { policy: { default: 'deny', rules: [{ direction: 'ingress', protocol: 'tcp', ports: ['80; flush ruleset'], action: 'allow' }] } }),
+      m.ensure('bad', {
+        policy: {
+          default: 'deny',
+          rules: [{ direction: 'ingress', protocol: 'tcp', ports: ['80; flush ruleset'], action: 'allow' }],
+        },
+      }),
       (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT') && /rules\[0\]\.ports\[0\]/.test(e.message),
     );
     assert.equal(await m.get('bad'), undefined);

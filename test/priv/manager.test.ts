@@ -11,14 +11,16 @@ import { NetworkManager } from '../../src/manager/manager.js';
 import { createVeth, findLink, getLink, listLinks } from '../../src/net/link.js';
 import { createNetns, deleteNetns, getSysctl } from '../../src/net/netns.js';
 import { closeTapFds } from '../../src/net/tap.js';
-import { makeTestNetns, privSkipReason, type TestNetns } from '../helpers/priv.js';
 import { ethernet, ipv4Udp, parseUdp } from '../helpers/packets.js';
+import { makeTestNetns, privSkipReason, type TestNetns } from '../helpers/priv.js';
 
 const skip = privSkipReason();
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), '../fixtures');
 
 function runChild(args: string[], fd?: number): Promise<string> {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit', ...(fd !== undefined ? [fd] : [])] });
+  const child = spawn(process.execPath, args, {
+    stdio: ['ignore', 'pipe', 'inherit', ...(fd !== undefined ? [fd] : [])],
+  });
   let out = '';
   child.stdout!.on('data', (d) => {
     out += d;
@@ -35,10 +37,24 @@ interface Ctx {
   config: ManagerConfigInput;
 }
 
-function setup(tag: string, networks: ManagerConfigInput['networks'], firewall: 'nftables' | 'none' = 'nftables'): Ctx {
+function setup(
+  tag: string,
+  networks: ManagerConfigInput['networks'],
+  firewall: 'nftables' | 'none' = 'nftables',
+): Ctx {
   const t = makeTestNetns(tag);
   const stateDir = mkdtempSync(join(tmpdir(), `tapnet-${tag}-`));
-  return { t, stateDir, config: { stateDir, netns: t.ns.path, networks, firewall, defaultNetwork: Object.keys(networks ?? {})[0] ?? 'default' } };
+  return {
+    t,
+    stateDir,
+    config: {
+      stateDir,
+      netns: t.ns.path,
+      networks,
+      firewall,
+      defaultNetwork: Object.keys(networks ?? {})[0] ?? 'default',
+    },
+  };
 }
 
 function teardown(c: Ctx): void {
@@ -50,7 +66,15 @@ describe('NetworkManager, bridge topology', { skip }, () => {
   let c: Ctx;
   let m: NetworkManager;
   before(async () => {
-    c = setup('mgr', { vms: { topology: 'bridge', bridge: 'tnbr0', subnet4: '198.18.0.0/22', subnet6: 'fd00:198:18::/64', dns: ['198.18.0.53'] } });
+    c = setup('mgr', {
+      vms: {
+        topology: 'bridge',
+        bridge: 'tnbr0',
+        subnet4: '198.18.0.0/22',
+        subnet6: 'fd00:198:18::/64',
+        dns: ['198.18.0.53'],
+      },
+    });
     m = await NetworkManager.open(c.config);
   });
   after(async () => {
@@ -69,11 +93,17 @@ describe('NetworkManager, bridge topology', { skip }, () => {
     assert.deepEqual(info.dns, ['198.18.0.53']);
     assert.match(info.mac, /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/);
     assert.equal(Number.parseInt(info.mac.slice(0, 2), 16) & 3, 2, 'locally administered unicast');
-    const tap = c.t.ipJson<{ master: string; flags: string[]; mtu: number; linkinfo: { info_kind: string } }[]>('-d', 'link', 'show', info.tap)[0]!;
+    const tap = c.t.ipJson<
+      { master: string; flags: string[]; mtu: number; linkinfo: { info_kind: string } }[]
+    >('-d', 'link', 'show', info.tap)[0]!;
     assert.equal(tap.master, 'tnbr0');
     assert.ok(tap.flags.includes('UP'));
     assert.equal(tap.linkinfo.info_kind, 'tun');
-    const br = c.t.ipJson<{ addr_info: { local: string; prefixlen: number }[] }[]>('addr', 'show', 'tnbr0')[0]!;
+    const br = c.t.ipJson<{ addr_info: { local: string; prefixlen: number }[] }[]>(
+      'addr',
+      'show',
+      'tnbr0',
+    )[0]!;
     assert.ok(br.addr_info.some((a) => a.local === '198.18.0.1' && a.prefixlen === 22));
     assert.equal(getSysctl(c.t.ns, 'net/ipv4/ip_forward'), '1');
     // The same VM again: the same answer, nothing new.
@@ -109,8 +139,12 @@ describe('NetworkManager, bridge topology', { skip }, () => {
     const s = await m.ensure('vm-static', { ipv4: '198.18.1.77' });
     assert.equal(s.ipv4, '198.18.1.77/22');
     const before = listLinks(c.t.nl, { kind: 'tun' }).length;
-    await assert.rejects(m.ensure('vm-thief', { ipv4: '198.18.1.77' }), (e) => isTapnetError(e, 'ERR_IPAM_CONFLICT'));
-    await assert.rejects(m.ensure('vm-outside', { ipv4: '198.19.0.5' }), (e) => isTapnetError(e, 'ERR_IPAM_CONFLICT'));
+    await assert.rejects(m.ensure('vm-thief', { ipv4: '198.18.1.77' }), (e) =>
+      isTapnetError(e, 'ERR_IPAM_CONFLICT'),
+    );
+    await assert.rejects(m.ensure('vm-outside', { ipv4: '198.19.0.5' }), (e) =>
+      isTapnetError(e, 'ERR_IPAM_CONFLICT'),
+    );
     assert.equal(listLinks(c.t.nl, { kind: 'tun' }).length, before);
     assert.equal(await m.get('vm-thief'), undefined);
     await m.release('vm-static');
@@ -130,8 +164,12 @@ describe('NetworkManager, bridge topology', { skip }, () => {
       await assert.rejects(m.ensure(id), (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'), id);
     }
     await assert.rejects(m.ensure('vm-x', { network: 'nope' }), (e) => isTapnetError(e, 'ERR_NOT_FOUND'));
-    await assert.rejects(m.ensure('vm-x', { mac: '01:00:5e:00:00:01' }), (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'));
-    await assert.rejects(m.ensure('vm-x', { ipv4: '198.18.0.999' }), (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'));
+    await assert.rejects(m.ensure('vm-x', { mac: '01:00:5e:00:00:01' }), (e) =>
+      isTapnetError(e, 'ERR_INVALID_ARGUMENT'),
+    );
+    await assert.rejects(m.ensure('vm-x', { ipv4: '198.18.0.999' }), (e) =>
+      isTapnetError(e, 'ERR_INVALID_ARGUMENT'),
+    );
     assert.equal(await m.get('vm-x'), undefined);
   });
 
@@ -196,17 +234,38 @@ describe('NetworkManager: exhaustion, NAT and anti-spoofing with traffic', { ski
     c.t.ip(...(inUp('ip', 'link', 'set', 'eth0', 'up') as [string]));
     c.t.ip(...(inUp('ip', 'link', 'set', 'lo', 'up') as [string]));
     // No route back to 198.18.8.0/29 upstream: only masquerading lets the reply return.
-    echo = spawn('ip', ['netns', 'exec', upName, process.execPath, join(fixtures, 'udp-echo.js'), '198.19.255.2', '7777', '20'], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    echo = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        upName,
+        process.execPath,
+        join(fixtures, 'udp-echo.js'),
+        '198.19.255.2',
+        '7777',
+        '20',
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
     await new Promise((r) => echo!.stdout!.once('data', r));
     const vm = await m.ensure('nat-vm', { tap: 'fd', vnetHdr: false });
     const net = m.network('tiny');
     const vmIp = vm.ipv4!.split('/')[0]!;
     // The host needs the VM's MAC for the reply; a real guest would answer ARP.
     c.t.ip('neigh', 'replace', vmIp, 'lladdr', vm.mac, 'dev', 'tnbr1', 'nud', 'permanent');
-    const frame = ethernet(net.bridgeMac, vm.mac, 0x0800, ipv4Udp(vmIp, '198.19.255.2', 40000, 7777, Buffer.from('hello')));
-    const out = await runChild([join(fixtures, 'tap-peer.js'), '40000', '3000', frame.toString('hex')], vm.tapFds![0]);
+    const frame = ethernet(
+      net.bridgeMac,
+      vm.mac,
+      0x0800,
+      ipv4Udp(vmIp, '198.19.255.2', 40000, 7777, Buffer.from('hello')),
+    );
+    const out = await runChild(
+      [join(fixtures, 'tap-peer.js'), '40000', '3000', frame.toString('hex')],
+      vm.tapFds![0],
+    );
     assert.notEqual(out, 'timeout', 'the reply came back through NAT');
     const reply = parseUdp(Buffer.from(out, 'hex'))!;
     assert.equal(reply.src, '198.19.255.2');
@@ -219,11 +278,21 @@ describe('NetworkManager: exhaustion, NAT and anti-spoofing with traffic', { ski
   it('a spoofed source IP from a VM port is dropped and counted', async () => {
     const vm = await m.ensure('spoof-vm', { tap: 'fd', vnetHdr: false });
     const net = m.network('tiny');
-    const before = m.firewall.status([m.firewallNetwork(net)]).networks.find((n) => n.name === 'tiny')!.drops.spoof.packets;
-    const frame = ethernet(net.bridgeMac, vm.mac, 0x0800, ipv4Udp('198.18.8.6', '198.19.255.2', 40001, 7777, Buffer.from('spoof')));
-    const out = await runChild([join(fixtures, 'tap-peer.js'), '40001', '1500', frame.toString('hex')], vm.tapFds![0]);
+    const before = m.firewall.status([m.firewallNetwork(net)]).networks.find((n) => n.name === 'tiny')!.drops
+      .spoof.packets;
+    const frame = ethernet(
+      net.bridgeMac,
+      vm.mac,
+      0x0800,
+      ipv4Udp('198.18.8.6', '198.19.255.2', 40001, 7777, Buffer.from('spoof')),
+    );
+    const out = await runChild(
+      [join(fixtures, 'tap-peer.js'), '40001', '1500', frame.toString('hex')],
+      vm.tapFds![0],
+    );
     assert.equal(out, 'timeout', 'no answer to a spoofed packet');
-    const after = m.firewall.status([m.firewallNetwork(net)]).networks.find((n) => n.name === 'tiny')!.drops.spoof.packets;
+    const after = m.firewall.status([m.firewallNetwork(net)]).networks.find((n) => n.name === 'tiny')!.drops
+      .spoof.packets;
     assert.ok(after > before, `spoof drop counter grew (${before} → ${after})`);
     await closeTapFds(vm.tapFds!);
     await m.release('spoof-vm');
@@ -234,7 +303,9 @@ describe('NetworkManager, routed topology', { skip }, () => {
   let c: Ctx;
   let m: NetworkManager;
   before(async () => {
-    c = setup('routed', { fleet: { topology: 'routed', bridge: 'tngw0', subnet4: '198.19.0.0/16', subnet6: 'fd00:198:19::/64' } });
+    c = setup('routed', {
+      fleet: { topology: 'routed', bridge: 'tngw0', subnet4: '198.19.0.0/16', subnet6: 'fd00:198:19::/64' },
+    });
     m = await NetworkManager.open(c.config);
   });
   after(async () => {
@@ -251,7 +322,10 @@ describe('NetworkManager, routed topology', { skip }, () => {
     assert.match(info.ipv6!, /\/128$/);
     const ip = info.ipv4!.split('/')[0]!;
     const routes = c.t.ipJson<{ dst: string; dev: string }[]>('route', 'show');
-    assert.ok(routes.some((r) => r.dst === ip && r.dev === info.tap), `route ${ip} dev ${info.tap}`);
+    assert.ok(
+      routes.some((r) => r.dst === ip && r.dev === info.tap),
+      `route ${ip} dev ${info.tap}`,
+    );
     const routes6 = c.t.ipJson<{ dst: string; dev: string }[]>('-6', 'route', 'show');
     assert.ok(routes6.some((r) => r.dst === info.ipv6!.split('/')[0] && r.dev === info.tap));
     assert.equal(getSysctl(c.t.ns, `net/ipv4/conf/${info.tap}/proxy_arp`), '1');

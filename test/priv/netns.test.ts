@@ -21,7 +21,10 @@ describe('named network namespaces', { skip }, () => {
     assert.match(ipList, new RegExp(`^${name}`, 'm'));
     // A fresh namespace holds only lo.
     const links = JSON.parse(execFileSync('ip', ['-n', name, '-j', 'link', 'show'], { encoding: 'utf8' }));
-    assert.deepEqual(links.map((l: { ifname: string }) => l.ifname), ['lo']);
+    assert.deepEqual(
+      links.map((l: { ifname: string }) => l.ifname),
+      ['lo'],
+    );
   });
 
   it('writes sysctls inside the namespace only', () => {
@@ -31,7 +34,9 @@ describe('named network namespaces', { skip }, () => {
       setSysctl(ns, 'net/ipv4/ip_forward', '1');
       assert.equal(getSysctl(ns, 'net/ipv4/ip_forward'), '1');
       assert.equal(getSysctl(undefined, 'net/ipv4/ip_forward'), before);
-      const viaIp = execFileSync('ip', ['netns', 'exec', name, 'cat', '/proc/sys/net/ipv4/ip_forward'], { encoding: 'utf8' });
+      const viaIp = execFileSync('ip', ['netns', 'exec', name, 'cat', '/proc/sys/net/ipv4/ip_forward'], {
+        encoding: 'utf8',
+      });
       assert.equal(viaIp.trim(), '1');
     } finally {
       ns.close();
@@ -39,19 +44,29 @@ describe('named network namespaces', { skip }, () => {
   });
 
   it('refuses hostile sysctl keys', () => {
-    assert.throws(() => setSysctl(undefined, 'net/../../etc/passwd', '1'), (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'));
+    assert.throws(
+      () => setSysctl(undefined, 'net/../../etc/passwd', '1'),
+      (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'),
+    );
   });
 
   it('deletes, and deleting again is a no-op', () => {
     deleteNetns(name);
     deleteNetns(name);
     assert.ok(!listNetns().includes(name));
-    assert.throws(() => openNetns(name), (e) => isTapnetError(e, 'ERR_NETNS_NOT_FOUND'));
+    assert.throws(
+      () => openNetns(name),
+      (e) => isTapnetError(e, 'ERR_NETNS_NOT_FOUND'),
+    );
   });
 
   it('rejects bad names before touching anything', () => {
     for (const bad of ['', '../etc', 'a/b', 'x'.repeat(64), 'sp ace', 'nul\0']) {
-      assert.throws(() => createNetns(bad), (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'), bad);
+      assert.throws(
+        () => createNetns(bad),
+        (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'),
+        bad,
+      );
     }
   });
 });

@@ -17,7 +17,12 @@ describe('Firecracker conflist generation', () => {
           bridge: 'fcbr0',
           isGateway: true,
           ipMasq: true,
-          ipam: { type: 'host-local', subnet: '10.168.0.0/24', gateway: '10.168.0.1', routes: [{ dst: '0.0.0.0/0' }] },
+          ipam: {
+            type: 'host-local',
+            subnet: '10.168.0.0/24',
+            gateway: '10.168.0.1',
+            routes: [{ dst: '0.0.0.0/0' }],
+          },
         },
         { type: 'tc-redirect-tap' },
       ],
@@ -25,13 +30,30 @@ describe('Firecracker conflist generation', () => {
   });
 
   it('takes its options and refuses bad ones', () => {
-    const c = firecrackerConflist({ name: 'vmnet', bridge: 'vmbr1', subnet: '198.18.40.0/24', gateway: '198.18.40.254', mtu: 1400 });
+    const c = firecrackerConflist({
+      name: 'vmnet',
+      bridge: 'vmbr1',
+      subnet: '198.18.40.0/24',
+      gateway: '198.18.40.254',
+      mtu: 1400,
+    });
     const br = (c.plugins as Record<string, unknown>[])[0]!;
     assert.equal(br.bridge, 'vmbr1');
     assert.equal(br.mtu, 1400);
     assert.equal((br.ipam as { gateway: string }).gateway, '198.18.40.254');
-    for (const bad of [{ name: '../x' }, { bridge: 'x'.repeat(16) }, { subnet: '198.18.0.0/31' }, { subnet: 'fd00::/64' }, { gateway: '198.19.0.1' }, { cniVersion: '1.0' }]) {
-      assert.throws(() => firecrackerConflist(bad), (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'), JSON.stringify(bad));
+    for (const bad of [
+      { name: '../x' },
+      { bridge: 'x'.repeat(16) },
+      { subnet: '198.18.0.0/31' },
+      { subnet: 'fd00::/64' },
+      { gateway: '198.19.0.1' },
+      { cniVersion: '1.0' },
+    ]) {
+      assert.throws(
+        () => firecrackerConflist(bad),
+        (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'),
+        JSON.stringify(bad),
+      );
     }
   });
 

@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { ERROR_CODES, isAlreadyGone, isTapnetError, TapnetError, teardownError, toTapnetError } from '../../src/errors.js';
+import {
+  ERROR_CODES,
+  isAlreadyGone,
+  isTapnetError,
+  TapnetError,
+  teardownError,
+  toTapnetError,
+} from '../../src/errors.js';
 
 describe('errors', () => {
   it('docs/ERRORS.md lists exactly the codes in ERROR_CODES', () => {
@@ -11,11 +18,23 @@ describe('errors', () => {
   });
 
   it('carries code, errno, syscall, extack and details, and serialises them', () => {
-    const e = new TapnetError('ERR_NETLINK', 'x failed', { errno: 'EINVAL', syscall: 'RTM_NEWLINK', extack: 'bad attr', details: { a: 1 } });
+    const e = new TapnetError('ERR_NETLINK', 'x failed', {
+      errno: 'EINVAL',
+      syscall: 'RTM_NEWLINK',
+      extack: 'bad attr',
+      details: { a: 1 },
+    });
     assert.equal(isTapnetError(e, 'ERR_NETLINK'), true);
     assert.equal(isTapnetError(new Error('x'), 'ERR_NETLINK'), false);
     assert.equal(isTapnetError(e, 'ERR_CONFLICT', 'ERR_NETLINK'), true);
-    assert.deepEqual(e.toJSON(), { code: 'ERR_NETLINK', message: 'x failed', errno: 'EINVAL', syscall: 'RTM_NEWLINK', extack: 'bad attr', details: { a: 1 } });
+    assert.deepEqual(e.toJSON(), {
+      code: 'ERR_NETLINK',
+      message: 'x failed',
+      errno: 'EINVAL',
+      syscall: 'RTM_NEWLINK',
+      extack: 'bad attr',
+      details: { a: 1 },
+    });
   });
 
   it('wraps foreign errors and treats missing objects as already gone', () => {
@@ -24,7 +43,10 @@ describe('errors', () => {
     assert.equal(w.message, 'reading: boom');
     assert.ok(isAlreadyGone(new TapnetError('ERR_SYSCALL', 'x', { errno: 'ENOENT' })));
     assert.ok(!isAlreadyGone(new TapnetError('ERR_SYSCALL', 'x', { errno: 'EPERM' })));
-    const t = teardownError('release vm1', [new TapnetError('ERR_FIREWALL', 'a'), new TapnetError('ERR_NETLINK', 'b')]);
+    const t = teardownError('release vm1', [
+      new TapnetError('ERR_FIREWALL', 'a'),
+      new TapnetError('ERR_NETLINK', 'b'),
+    ]);
     assert.equal(t.code, 'ERR_TEARDOWN');
     assert.equal((t.details.failures as unknown[]).length, 2);
   });

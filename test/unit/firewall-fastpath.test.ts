@@ -20,7 +20,14 @@ describe('nftables fast path: element keys as nft encodes them', () => {
   });
 
   it('a port without a network has no counter entry', () => {
-    const keys = portElementKeys({ family: 'inet', ifname: 'tn1', network: undefined, macs: [], ipv4: ['198.18.0.6'], ipv6: [] });
+    const keys = portElementKeys({
+      family: 'inet',
+      ifname: 'tn1',
+      network: undefined,
+      macs: [],
+      ipv4: ['198.18.0.6'],
+      ipv6: [],
+    });
     assert.deepEqual([...keys.keys()], ['vm_ip4']);
   });
 });

@@ -4,10 +4,13 @@ import { isTapnetError, TapnetError } from '../../src/errors.js';
 import { decodeAddress, encodeAddressRequest } from '../../src/netlink/addr.js';
 import { AttrMap, NlWriter, parseAttrs } from '../../src/netlink/attr.js';
 import {
+  IFLA_ADDRESS,
   IFLA_IFNAME,
-  IFLA_LINKINFO,
-  IFLA_MTU,
   IFLA_INFO_KIND,
+  IFLA_LINKINFO,
+  IFLA_MASTER,
+  IFLA_MTU,
+  IFLA_STATS64,
   NLM_F_ACK_TLVS,
   NLM_F_CAPPED,
   NLM_F_CREATE,
@@ -16,9 +19,6 @@ import {
   RTM_NEWADDR,
   RTM_NEWLINK,
   RTM_NEWROUTE,
-  IFLA_STATS64,
-  IFLA_MASTER,
-  IFLA_ADDRESS,
 } from '../../src/netlink/constants.js';
 import { decodeLink, encodeLinkRequest } from '../../src/netlink/link.js';
 import { encodeMessage, netlinkError, parseErrorPayload, parseMessages } from '../../src/netlink/message.js';
@@ -47,44 +47,97 @@ describe('netlink attributes', () => {
   });
 
   it('rejects impossible lengths with ERR_NETLINK_DECODE', () => {
-    assert.throws(() => parseAttrs(Buffer.from('0200030000', 'hex')), (e) => isTapnetError(e, 'ERR_NETLINK_DECODE'));
-    assert.throws(() => parseAttrs(Buffer.from('ff00030000000000', 'hex')), (e) => isTapnetError(e, 'ERR_NETLINK_DECODE'));
+    assert.throws(
+      () => parseAttrs(Buffer.from('0200030000', 'hex')),
+      (e) => isTapnetError(e, 'ERR_NETLINK_DECODE'),
+    );
+    assert.throws(
+      () => parseAttrs(Buffer.from('ff00030000000000', 'hex')),
+      (e) => isTapnetError(e, 'ERR_NETLINK_DECODE'),
+    );
     const m = AttrMap.parse(Buffer.from('0500040001000000', 'hex'));
-    assert.throws(() => m.u32(4), (e) => isTapnetError(e, 'ERR_NETLINK_DECODE'));
+    assert.throws(
+      () => m.u32(4),
+      (e) => isTapnetError(e, 'ERR_NETLINK_DECODE'),
+    );
   });
 });
 
 describe('netlink messages', () => {
   it('encodes a bridge creation request with golden bytes', () => {
-    const msg = encodeLinkRequest(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, { name: 'br0', kind: 'bridge', up: true });
+    const msg = encodeLinkRequest(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, {
+      name: 'br0',
+      kind: 'bridge',
+      up: true,
+    });
     const expected =
       '38000000' + // nlmsg_len 56
       '1000' + // RTM_NEWLINK
       '0006' + // NLM_F_CREATE|NLM_F_EXCL
-      '00000000' + '00000000' + // seq, pid (set by the socket)
-      '00' + '00' + '0000' + '00000000' + '01000000' + '01000000' + // ifinfomsg: family, pad, type, index, flags=UP, change=UP
-      '0800' + '0300' + '62723000' + // IFLA_IFNAME "br0"
-      '1000' + '1280' + '0b00' + '0100' + '6272696467650000'; // IFLA_LINKINFO{IFLA_INFO_KIND "bridge"}
+      '00000000' +
+      '00000000' + // seq, pid (set by the socket)
+      '00' +
+      '00' +
+      '0000' +
+      '00000000' +
+      '01000000' +
+      '01000000' + // ifinfomsg: family, pad, type, index, flags=UP, change=UP
+      '0800' +
+      '0300' +
+      '62723000' + // IFLA_IFNAME "br0"
+      '1000' +
+      '1280' +
+      '0b00' +
+      '0100' +
+      '6272696467650000'; // IFLA_LINKINFO{IFLA_INFO_KIND "bridge"}
     assert.equal(hex(msg), expected);
   });
 
   it('encodes an IPv4 address request with golden bytes', () => {
     const msg = encodeAddressRequest(RTM_NEWADDR, 0, { index: 7, cidr: '198.18.0.1/24', broadcast: true });
     const expected =
-      '30000000' + '1400' + '0000' + '00000000' + '00000000' +
-      '02' + '18' + '00' + '00' + '07000000' + // AF_INET, /24, flags, scope, index 7
-      '0800' + '0200' + 'c6120001' + // IFA_LOCAL
-      '0800' + '0100' + 'c6120001' + // IFA_ADDRESS
-      '0800' + '0400' + 'c61200ff'; // IFA_BROADCAST
+      '30000000' +
+      '1400' +
+      '0000' +
+      '00000000' +
+      '00000000' +
+      '02' +
+      '18' +
+      '00' +
+      '00' +
+      '07000000' + // AF_INET, /24, flags, scope, index 7
+      '0800' +
+      '0200' +
+      'c6120001' + // IFA_LOCAL
+      '0800' +
+      '0100' +
+      'c6120001' + // IFA_ADDRESS
+      '0800' +
+      '0400' +
+      'c61200ff'; // IFA_BROADCAST
     assert.equal(hex(msg), expected);
   });
 
   it('encodes a default IPv6 route with golden bytes', () => {
     const msg = encodeRouteRequest(RTM_NEWROUTE, 0, { dst: 'default', family: 6, gateway: 'fd00::1' });
     const expected =
-      '30000000' + '1800' + '0000' + '00000000' + '00000000' +
-      '0a' + '00' + '00' + '00' + 'fe' + '04' + '00' + '01' + '00000000' + // AF_INET6, dst_len 0, main, static, universe, unicast
-      '1400' + '0500' + 'fd000000000000000000000000000001'; // RTA_GATEWAY
+      '30000000' +
+      '1800' +
+      '0000' +
+      '00000000' +
+      '00000000' +
+      '0a' +
+      '00' +
+      '00' +
+      '00' +
+      'fe' +
+      '04' +
+      '00' +
+      '01' +
+      '00000000' + // AF_INET6, dst_len 0, main, static, universe, unicast
+      '1400' +
+      '0500' +
+      'fd000000000000000000000000000001'; // RTA_GATEWAY
     assert.equal(hex(msg), expected);
   });
 
@@ -109,11 +162,17 @@ describe('netlink messages', () => {
   });
 
   it('round-trips addresses and routes through encode and decode', () => {
-    const a = decodeAddress(parseMessages(encodeAddressRequest(RTM_NEWADDR, 0, { index: 3, cidr: 'fd00::5/64' }))[0]!);
+    const a = decodeAddress(
+      parseMessages(encodeAddressRequest(RTM_NEWADDR, 0, { index: 3, cidr: 'fd00::5/64' }))[0]!,
+    );
     assert.equal(a.cidr, 'fd00::5/64');
     assert.equal(a.family, 6);
     assert.equal(a.index, 3);
-    const r = decodeRoute(parseMessages(encodeRouteRequest(RTM_NEWROUTE, 0, { dst: '198.18.4.0/22', gateway: '198.18.0.1', oif: 5 }))[0]!);
+    const r = decodeRoute(
+      parseMessages(
+        encodeRouteRequest(RTM_NEWROUTE, 0, { dst: '198.18.4.0/22', gateway: '198.18.0.1', oif: 5 }),
+      )[0]!,
+    );
     assert.equal(r.dst, '198.18.4.0/22');
     assert.equal(r.gateway, '198.18.0.1');
     assert.equal(r.oif, 5);
@@ -125,7 +184,9 @@ describe('netlink messages', () => {
     w.i32(-19); // -ENODEV
     w.bytes(req.subarray(0, 16)); // capped: only the request header
     w.attrStr(1, 'Unknown device type');
-    const msg = parseMessages(encodeMessage(NLMSG_ERROR, NLM_F_CAPPED | NLM_F_ACK_TLVS, 7, 0, w.toBuffer()))[0]!;
+    const msg = parseMessages(
+      encodeMessage(NLMSG_ERROR, NLM_F_CAPPED | NLM_F_ACK_TLVS, 7, 0, w.toBuffer()),
+    )[0]!;
     const e = parseErrorPayload(msg);
     assert.equal(e.errno, 19);
     assert.equal(e.extack, 'Unknown device type');
@@ -146,11 +207,20 @@ describe('netlink messages', () => {
     const a = encodeMessage(RTM_NEWLINK, 2, 1, 0, Buffer.alloc(16));
     const b = encodeMessage(3, 2, 1, 0, Buffer.alloc(4));
     const msgs = parseMessages(Buffer.concat([a, b]));
-    assert.deepEqual(msgs.map((m) => m.type), [RTM_NEWLINK, 3]);
-    assert.throws(() => parseMessages(Buffer.concat([a, b.subarray(0, 10)])), (e) => isTapnetError(e, 'ERR_NETLINK_DECODE'));
+    assert.deepEqual(
+      msgs.map((m) => m.type),
+      [RTM_NEWLINK, 3],
+    );
+    assert.throws(
+      () => parseMessages(Buffer.concat([a, b.subarray(0, 10)])),
+      (e) => isTapnetError(e, 'ERR_NETLINK_DECODE'),
+    );
     const bad = Buffer.from(a);
     bad.writeUInt32LE(4, 0);
-    assert.throws(() => parseMessages(bad), (e) => isTapnetError(e, 'ERR_NETLINK_DECODE'));
+    assert.throws(
+      () => parseMessages(bad),
+      (e) => isTapnetError(e, 'ERR_NETLINK_DECODE'),
+    );
   });
 
   it('never crashes or hangs on garbage: only ERR_NETLINK_DECODE', () => {
