@@ -61,7 +61,7 @@ describe('named network namespaces', { skip }, () => {
   });
 
   it('rejects bad names before touching anything', () => {
-    for (const bad of ['', '../etc', 'a/b', 'x'.repeat(64), 'sp ace', 'nul\0']) {
+    for (const bad of ['', '../etc', 'a/b', 'x'.repeat(201), 'sp ace', 'nul\0']) {
       assert.throws(
         () => createNetns(bad),
         (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'),
