@@ -88,7 +88,8 @@ async function main(): Promise<void> {
   });
   const m = await NetworkManager.open(
     {
-      stateDir: mkdtempSync(join(tmpdir(), 'tapnet-agent-')),
+      // The sandbox's private tmpfs /run: gone with it, even when the agent is killed with SIGKILL.
+      stateDir: mkdtempSync(join(process.env.TAPNET_SANDBOX === '1' ? '/run' : tmpdir(), 'tapnet-agent-')),
       networks: cfg.networks,
       defaultNetwork: names[0]!,
       firewall: cfg.firewall,
