@@ -99,8 +99,11 @@ function ensureNodeModules() {
   if (existsSync(stamp) && mtime(stamp) >= mtime(lock) && existsSync(join(root, 'node_modules', 'koffi')))
     return;
   log('installing npm packages');
-  const cmd = existsSync(lock) ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund'];
-  execFileSync('npm', cmd, { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] });
+  // `npm ci` when the lock file allows it; some npm versions write lock files without the other platforms'
+  // optional packages (biome's binaries) and then refuse `npm ci`: `npm install` honours the lock as well.
+  const opts = { cwd: root, stdio: ['ignore', 'inherit', 'inherit'] };
+  if (existsSync(lock) && spawnSync('npm', ['ci', '--no-audit', '--no-fund'], opts).status === 0) return;
+  execFileSync('npm', ['install', '--no-audit', '--no-fund'], opts);
 }
 
 function build() {
