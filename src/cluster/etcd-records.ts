@@ -8,7 +8,9 @@
  * same transaction as the record itself, so what other hosts program always matches a record.
  * Unreadable records are moved to `quarantine/<host>/<vmId>` in one transaction and reported.
  */
+
 import { isTapnetError, TapnetError } from '../errors.js';
+import { applySchema, type Decoded, ENVELOPE, isInt } from '../store/record-schema.js';
 import { BASIC_SCHEMA } from '../store/records.js';
 import {
   type CasOptions,
@@ -34,12 +36,6 @@ export interface OverlayPublication {
 
 /** Decides, per record, what it publishes (undefined: nothing, e.g. a network that is not cluster-wide). */
 export type OverlayPublisher<T> = (record: T) => OverlayPublication | undefined;
-
-const ENVELOPE = new Set(['vmId', 'version', 'generation', 'state', 'updatedAt']);
-const isInt = (v: unknown, min: number): v is number =>
-  typeof v === 'number' && Number.isInteger(v) && v >= min;
-
-type Decoded<T> = { ok: true; record: T } | { ok: false; reason: string };
 
 /** VmRecordStore over etcd for one host. */
 export class EtcdRecordStore<T extends StoredRecord = StoredRecord> implements VmRecordStore<T> {
@@ -116,50 +112,13 @@ export class EtcdRecordStore<T extends StoredRecord = StoredRecord> implements V
     }
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
       return { ok: false, reason: 'not a JSON object' };
-    let rec = raw as Record<string, unknown>;
+    const rec = raw as Record<string, unknown>;
     if (rec.vmId !== vmId) return { ok: false, reason: `vmId is ${JSON.stringify(rec.vmId)}, not the key's` };
     if (!isInt(rec.version, 1)) return { ok: false, reason: 'version is not an integer ≥ 1' };
     if (!RECORD_STATES.includes(rec.state as RecordState))
       return { ok: false, reason: 'state is not a known state' };
     rec.generation = kv.version; // the etcd version is the generation
-    const version = rec.version;
-    if (version > this.schema.version) {
-      throw new TapnetError(
-        'ERR_STORE',
-        `VM record ${vmId} has schema version ${version}, newer than this tapnet understands (${this.schema.version}); upgrade tapnet`,
-        { details: { vmId, path: key, version, supported: this.schema.version } },
-      );
-    }
-    if (version < this.schema.version) {
-      if (!this.schema.migrate) {
-        throw new TapnetError(
-          'ERR_STORE',
-          `VM record ${vmId} has schema version ${version} and no migration exists`,
-          {
-            details: { vmId, path: key, version, supported: this.schema.version },
-          },
-        );
-      }
-      try {
-        rec = {
-          ...this.schema.migrate(rec, version),
-          vmId,
-          generation: kv.version,
-          version: this.schema.version,
-        };
-      } catch (e) {
-        throw new TapnetError('ERR_STORE', `VM record ${vmId}: migration from version ${version} failed`, {
-          cause: e,
-          details: { vmId, path: key, version },
-        });
-      }
-    }
-    if (!this.schema.validate) return { ok: true, record: rec as unknown as T };
-    try {
-      return { ok: true, record: this.schema.validate(rec) };
-    } catch (e) {
-      return { ok: false, reason: `does not match the record schema: ${(e as Error).message ?? String(e)}` };
-    }
+    return applySchema(this.schema, rec, vmId, key);
   }
 
   /** Overlay operations that go with writing `record` (or with deleting it: `gone`). */

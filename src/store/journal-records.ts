@@ -4,10 +4,12 @@
  * that cannot be read is set aside with a `quarantine` line (its text kept in the journal) and reported
  * until a new put or resolve() replaces it; a record from a newer schema is refused and left untouched.
  */
+
 import { TapnetError } from '../errors.js';
 import { validateVmId } from '../validate.js';
 import type { Journal } from './journal-log.js';
 import type { LiveRecord } from './journal-state.js';
+import { applySchema, type Decoded, ENVELOPE, isInt } from './record-schema.js';
 import { BASIC_SCHEMA } from './records.js';
 import {
   type CasOptions,
@@ -19,13 +21,6 @@ import {
   type StoredRecord,
   type VmRecordStore,
 } from './types.js';
-
-const ENVELOPE = new Set(['vmId', 'version', 'generation', 'state', 'updatedAt']);
-
-const isInt = (v: unknown, min: number): v is number =>
-  typeof v === 'number' && Number.isInteger(v) && v >= min;
-
-type Decoded<T> = { ok: true; record: T } | { ok: false; reason: string };
 
 /** VmRecordStore over a journal. Safe to use from many processes at once. */
 export class JournalRecordStore<T extends StoredRecord = StoredRecord> implements VmRecordStore<T> {
@@ -103,44 +98,14 @@ export class JournalRecordStore<T extends StoredRecord = StoredRecord> implement
     }
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
       return { ok: false, reason: 'not a JSON object' };
-    let rec = raw as Record<string, unknown>;
+    const rec = raw as Record<string, unknown>;
     if (rec.vmId !== vmId) return { ok: false, reason: `vmId is ${JSON.stringify(rec.vmId)}, not its key` };
     if (!isInt(rec.version, 1) || rec.version !== r.ver) return { ok: false, reason: 'version is wrong' };
     if (!isInt(rec.generation, 1) || rec.generation !== r.gen)
       return { ok: false, reason: 'generation is wrong' };
     if (!RECORD_STATES.includes(rec.state as RecordState))
       return { ok: false, reason: 'state is not a known state' };
-    const version = rec.version;
-    if (version < this.schema.version) {
-      if (!this.schema.migrate) {
-        throw new TapnetError(
-          'ERR_STORE',
-          `VM record ${vmId} has schema version ${version} and no migration exists`,
-          {
-            details: { vmId, path: this.journal.path, version, supported: this.schema.version },
-          },
-        );
-      }
-      try {
-        rec = {
-          ...this.schema.migrate(rec, version),
-          vmId,
-          generation: rec.generation,
-          version: this.schema.version,
-        };
-      } catch (e) {
-        throw new TapnetError('ERR_STORE', `VM record ${vmId}: migration from version ${version} failed`, {
-          cause: e,
-          details: { vmId, path: this.journal.path, version },
-        });
-      }
-    }
-    if (!this.schema.validate) return { ok: true, record: rec as unknown as T };
-    try {
-      return { ok: true, record: this.schema.validate(rec) };
-    } catch (e) {
-      return { ok: false, reason: `does not match the record schema: ${(e as Error).message ?? String(e)}` };
-    }
+    return applySchema(this.schema, rec, vmId, this.journal.path);
   }
 
   /**

@@ -3,8 +3,10 @@
  * atomically on every write. Unreadable files are quarantined and reported; a record from a newer
  * schema is refused without being touched; an older one is migrated in memory.
  */
+
 import { TapnetError } from '../errors.js';
 import { validateVmId } from '../validate.js';
+import { applySchema, type Decoded, ENVELOPE, isInt } from './record-schema.js';
 import type { StateDir } from './statedir.js';
 import {
   type CasOptions,
@@ -17,13 +19,8 @@ import {
   type VmRecordStore,
 } from './types.js';
 
-const ENVELOPE = new Set(['vmId', 'version', 'generation', 'state', 'updatedAt']);
-
 /** Names StateDir.quarantine() gives record files: `vms_<vmId>.json.<time>.<pid>.<n>`. */
 const QUARANTINED_RE = /^vms_([A-Za-z0-9][A-Za-z0-9_.-]{0,127})\.json\.[0-9TZ-]+\.\d+\.\d+$/;
-
-const isInt = (v: unknown, min: number): v is number =>
-  typeof v === 'number' && Number.isInteger(v) && v >= min;
 
 /** The default schema: version 1, envelope checks only. */
 export const BASIC_SCHEMA: RecordSchema<StoredRecord> = { version: 1 };
@@ -95,51 +92,14 @@ export class FileRecordStore<T extends StoredRecord = StoredRecord> implements V
     }
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
       return { ok: false, reason: 'not a JSON object' };
-    let rec = raw as Record<string, unknown>;
+    const rec = raw as Record<string, unknown>;
     if (rec.vmId !== vmId)
       return { ok: false, reason: `vmId is ${JSON.stringify(rec.vmId)}, not the file's name` };
     if (!isInt(rec.version, 1)) return { ok: false, reason: 'version is not an integer ≥ 1' };
     if (!isInt(rec.generation, 1)) return { ok: false, reason: 'generation is not an integer ≥ 1' };
     if (!RECORD_STATES.includes(rec.state as RecordState))
       return { ok: false, reason: 'state is not a known state' };
-    const version = rec.version;
-    if (version > this.schema.version) {
-      throw new TapnetError(
-        'ERR_STORE',
-        `VM record ${vmId} has schema version ${version}, newer than this tapnet understands (${this.schema.version}); upgrade tapnet`,
-        { details: { vmId, path: file, version, supported: this.schema.version } },
-      );
-    }
-    if (version < this.schema.version) {
-      if (!this.schema.migrate) {
-        throw new TapnetError(
-          'ERR_STORE',
-          `VM record ${vmId} has schema version ${version} and no migration exists`,
-          {
-            details: { vmId, path: file, version, supported: this.schema.version },
-          },
-        );
-      }
-      try {
-        rec = {
-          ...this.schema.migrate(rec, version),
-          vmId,
-          generation: rec.generation,
-          version: this.schema.version,
-        };
-      } catch (e) {
-        throw new TapnetError('ERR_STORE', `VM record ${vmId}: migration from version ${version} failed`, {
-          cause: e,
-          details: { vmId, path: file, version },
-        });
-      }
-    }
-    if (!this.schema.validate) return { ok: true, record: rec as unknown as T };
-    try {
-      return { ok: true, record: this.schema.validate(rec) };
-    } catch (e) {
-      return { ok: false, reason: `does not match the record schema: ${(e as Error).message ?? String(e)}` };
-    }
+    return applySchema(this.schema, rec, vmId, file);
   }
 
   /**
