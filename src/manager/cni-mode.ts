@@ -16,7 +16,7 @@ import { toCurrentResult } from '../cni/version.js';
 import { isTapnetError, TapnetError, teardownError, toTapnetError } from '../errors.js';
 import { parseCidr } from '../ip.js';
 import { getLink } from '../net/link.js';
-import { createNetns, deleteNetns, listNetns, NETNS_RUN_DIR } from '../net/netns.js';
+import { createNetns, deleteNetns, isNetnsMounted, listNetns, NETNS_RUN_DIR } from '../net/netns.js';
 import { NetlinkSocket } from '../netlink/socket.js';
 import { validateVmId } from '../validate.js';
 import type { CniNetworkConfig, ResolvedNetwork } from './config.js';
@@ -191,6 +191,15 @@ export async function cniDel(modes: CniModes, net: ResolvedNetwork, vmId: string
     list = modes.conflist(c);
   } catch (e) {
     failures.push(toTapnetError(e, 'ERR_CNI', `load conflist ${c.network}`));
+  }
+  // A namespace file left unmounted by a crash inside createNetns is no namespace: remove it first, so
+  // the plugins see the namespace as gone (and clean up their host side) instead of failing on the path.
+  if (!isNetnsMounted(name)) {
+    try {
+      deleteNetns(name);
+    } catch (e) {
+      failures.push(toTapnetError(e, 'ERR_SYSCALL', `remove the stale namespace file ${name}`));
+    }
   }
   if (list) {
     try {

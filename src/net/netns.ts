@@ -9,6 +9,7 @@ import {
   openSync,
   readdirSync,
   readFileSync,
+  statSync,
   unlinkSync,
   writeSync,
 } from 'node:fs';
@@ -163,6 +164,21 @@ export function deleteNetns(name: string, runDir = NETNS_RUN_DIR): void {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
       throw new TapnetError('ERR_SYSCALL', `could not remove ${path}`, { cause: e, syscall: 'unlink' });
     }
+  }
+}
+
+/**
+ * Whether the named namespace's file is a mounted namespace. False when it is absent, and also when it is
+ * a plain file: a crash between creating the file and bind-mounting the namespace on it leaves one, and a
+ * CNI plugin given such a path fails ("unknown FS magic") instead of treating the namespace as gone.
+ */
+export function isNetnsMounted(name: string, runDir = NETNS_RUN_DIR): boolean {
+  const path = netnsPath(name, runDir);
+  try {
+    // A bind mount of an nsfs file sits on another device than the directory that holds it.
+    return statSync(path).dev !== statSync(runDir).dev;
+  } catch {
+    return false;
   }
 }
 

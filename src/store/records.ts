@@ -6,7 +6,7 @@
 
 import { TapnetError } from '../errors.js';
 import { validateVmId } from '../validate.js';
-import { applySchema, type Decoded, ENVELOPE, isInt } from './record-schema.js';
+import { applySchema, ENVELOPE, isInt } from './record-schema.js';
 import type { StateDir } from './statedir.js';
 import {
   type CasOptions,

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -10,7 +10,7 @@ import { firecrackerConflist, writeConflist } from '../../src/manager/cni-confli
 import type { ManagerConfigInput } from '../../src/manager/config.js';
 import { NetworkManager } from '../../src/manager/manager.js';
 import { deleteLink, findLink, getLink, listLinks } from '../../src/net/link.js';
-import { createNetns, deleteNetns, listNetns, openNetns } from '../../src/net/netns.js';
+import { createNetns, deleteNetns, isNetnsMounted, listNetns, openNetns } from '../../src/net/netns.js';
 import { closeTapFds } from '../../src/net/tap.js';
 import { NetlinkSocket } from '../../src/netlink/socket.js';
 import { privSkipReason } from '../helpers/priv.js';
@@ -131,6 +131,22 @@ describe('NetworkManager in CNI mode: per-VM namespace, bridge → tc-redirect-t
     const report = await m.reconcile();
     assert.deepEqual(report.orphanNetns, [`${prefix}-ghost`]);
     assert.ok(!listNetns().includes(`${prefix}-ghost`));
+  });
+
+  it('reconcile removes a namespace file a crash left unmounted (killed inside createNetns)', async () => {
+    // The window between creating /run/netns/<name> and bind-mounting the namespace on it: a plain
+    // file, which the plugins refuse ("unknown FS magic") unless it is treated as a namespace gone.
+    writeFileSync(`/run/netns/${prefix}-halfmade`, '');
+    assert.equal(isNetnsMounted(`${prefix}-halfmade`), false);
+    const report = await m.reconcile();
+    assert.deepEqual(report.errors, []);
+    assert.deepEqual(report.orphanNetns, [`${prefix}-halfmade`]);
+    assert.ok(!listNetns().includes(`${prefix}-halfmade`));
+    // And ensure of a VM whose name a half-made file holds starts clean.
+    writeFileSync(`/run/netns/${prefix}-fc-5`, '');
+    const info = await m.ensure('fc-5');
+    assert.equal(isNetnsMounted(`${prefix}-fc-5`), true);
+    await m.release(info.vmId);
   });
 
   it('reconcile releases a VM whose namespace was deleted behind its back (DEL frees the host-local lease)', async () => {

@@ -1,8 +1,17 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
 import { isTapnetError } from '../../src/errors.js';
-import { createNetns, deleteNetns, getSysctl, listNetns, openNetns, setSysctl } from '../../src/net/netns.js';
+import {
+  createNetns,
+  deleteNetns,
+  getSysctl,
+  isNetnsMounted,
+  listNetns,
+  openNetns,
+  setSysctl,
+} from '../../src/net/netns.js';
 import { privSkipReason } from '../helpers/priv.js';
 
 const skip = privSkipReason();
@@ -48,6 +57,20 @@ describe('named network namespaces', { skip }, () => {
       () => setSysctl(undefined, 'net/../../etc/passwd', '1'),
       (e) => isTapnetError(e, 'ERR_INVALID_ARGUMENT'),
     );
+  });
+
+  it('tells a mounted namespace from a plain file a crash left, and from nothing', () => {
+    assert.equal(isNetnsMounted(name), true);
+    const stale = `${name}-stale`;
+    writeFileSync(`/run/netns/${stale}`, '');
+    try {
+      assert.equal(isNetnsMounted(stale), false);
+      createNetns(stale).close(); // mounts over the leftover file
+      assert.equal(isNetnsMounted(stale), true);
+    } finally {
+      deleteNetns(stale);
+    }
+    assert.equal(isNetnsMounted(stale), false);
   });
 
   it('deletes, and deleting again is a no-op', () => {
