@@ -27,8 +27,9 @@ export function humanBytes(n: number): string {
   return u === 0 ? `${n} B` : `${v.toFixed(1)} ${units[u]}`;
 }
 
-/** orphanNetns exists once CNI mode does; reports from older daemons lack it. */
-const cniNetns = (r: ReconcileReport): string[] => (r as { orphanNetns?: string[] }).orphanNetns ?? [];
+/** A list a report from an older daemon may lack. */
+const items = (r: ReconcileReport, k: keyof ReconcileReport): string[] =>
+  ((r as unknown as Record<string, unknown>)[k] as string[] | undefined) ?? [];
 
 export function reconcileTable(r: ReconcileReport): string {
   const n = (a: unknown[]) => String(a.length);
@@ -38,9 +39,11 @@ export function reconcileTable(r: ReconcileReport): string {
       ['orphan TAPs removed', n(r.orphanTaps), r.orphanTaps.join(' ')],
       ['incomplete records finished', n(r.incompleteRecords), r.incompleteRecords.join(' ')],
       ['vanished TAPs re-created', n(r.recreatedTaps), r.recreatedTaps.join(' ')],
+      ['TAPs re-attached', n(items(r, 'reattachedTaps')), items(r, 'reattachedTaps').join(' ')],
       ['orphan leases freed', n(r.orphanLeases), r.orphanLeases.join(' ')],
+      ['lost leases re-taken', n(items(r, 'reclaimedLeases')), items(r, 'reclaimedLeases').join(' ')],
       ['orphan firewall elements removed', n(r.orphanFirewallElements), r.orphanFirewallElements.join(' ')],
-      ['orphan VM namespaces removed (CNI)', n(cniNetns(r)), cniNetns(r).join(' ')],
+      ['orphan VM namespaces removed (CNI)', n(items(r, 'orphanNetns')), items(r, 'orphanNetns').join(' ')],
       ['corrupt records quarantined', n(r.corruptRecords), r.corruptRecords.join(' ')],
     ],
   );

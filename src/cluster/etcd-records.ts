@@ -187,7 +187,8 @@ export class EtcdRecordStore<T extends StoredRecord = StoredRecord> implements V
         this.cache?.drop(vmId);
         // Sent but unanswered: it may have been applied. Look, and answer only what we know.
         if (isTapnetError(e, 'ERR_UNAVAILABLE') && e.details.ambiguous) {
-          const now = (await this.client.range(key)).kvs[0];
+          // Still unreachable: the write's outcome stays unknown, and the error says so (ambiguous).
+          const now = (await this.client.range(key).catch(() => Promise.reject(e))).kvs[0];
           if (now && now.value === text) return stored;
           if ((now?.version ?? 0) === cas && attempt < 1) continue; // not applied: one more try
         }

@@ -15,6 +15,7 @@ import { managerPart, parseHostPort } from '../config/schema.js';
 import { TapnetError, toTapnetError } from '../errors.js';
 import type { Firewall } from '../firewall/types.js';
 import { NetworkManager } from '../manager/manager.js';
+import { repairCount } from '../manager/report.js';
 import { type MetricsSource, TapnetMetrics } from '../observe/metrics.js';
 import { DaemonClient } from './client.js';
 import { ClusterService, openClusterManager, retryUnavailable, serviceConfigKey } from './cluster.js';
@@ -182,12 +183,7 @@ export class Daemon {
       if (loaded.config.daemon.reconcileOnStart) {
         const t0 = performance.now();
         const r = await m.reconcile();
-        const repairs =
-          r.orphanTaps.length +
-          r.incompleteRecords.length +
-          r.recreatedTaps.length +
-          r.orphanLeases.length +
-          r.orphanFirewallElements.length;
+        const repairs = repairCount(r);
         this.logger.info(
           {
             op: 'reconcile',

@@ -8,6 +8,7 @@ export {
   type OrphanLease,
   type OrphanReport,
   orphanLeases,
+  orphansAmong,
   type PoolLeases,
   releaseOrphans,
 } from './reconcile.js';

@@ -37,9 +37,17 @@ export async function orphanLeases(
   records: Pick<VmRecordStore<StoredRecord>, 'list'>,
 ): Promise<OrphanLease[]> {
   const { records: all, problems } = await records.list();
-  const known = new Set<string>([...all.map((r) => r.vmId), ...problems.map((p) => p.vmId)]);
+  return orphansAmong(await listAllLeases(leases), [
+    ...all.map((r) => r.vmId),
+    ...problems.map((p) => p.vmId),
+  ]);
+}
+
+/** The leases in `all` whose owner is none of `owners` (the VM ids with a record, readable or not). */
+export function orphansAmong(all: PoolLeases[], owners: Iterable<string>): OrphanLease[] {
+  const known = new Set(owners);
   const out: OrphanLease[] = [];
-  for (const { pool, leases: map } of await listAllLeases(leases)) {
+  for (const { pool, leases: map } of all) {
     for (const [address, owner] of map) if (!known.has(owner)) out.push({ pool, address, owner });
   }
   return out;

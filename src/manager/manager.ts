@@ -38,6 +38,7 @@ import { guestMac, scratchGroup, tapAlias, tapName } from './names.js';
 import { attachRouted, ensureNetworkKernel, unknownNetwork } from './network.js';
 import { LinkReaper } from './reaper.js';
 import { reconcile } from './reconcile.js';
+import { repairCount, repairsByKind } from './report.js';
 import type { EnsureOptions, ManagerMetrics, NetworkInfo, ReconcileReport, VmRecord } from './types.js';
 import {
   checkVmLimits,
@@ -585,6 +586,19 @@ export class NetworkManager {
               cause: e,
             });
           }
+          // A write sent but unanswered (etcd went away) may have been applied. Rolling back under a record
+          // that exists would leave a ready VM without its lease, whose address the next ensure hands out
+          // again. Make sure there is no record first; when that cannot be known either, roll nothing
+          // back: both outcomes are then whole, and reconcile (or a retried ensure/release) settles it.
+          if (isTapnetError(e, 'ERR_UNAVAILABLE') && e.details.ambiguous) {
+            try {
+              await this.store.records.delete(vmId);
+            } catch (d) {
+              applied.length = 0;
+              e.details.outcome = 'unknown';
+              e.details.recordDeleteError = toTapnetError(d, 'ERR_STORE', 'delete record').toJSON();
+            }
+          }
           throw e;
         });
       faultPoint('ensure:after-record'); // test builds only: TAPNET_FAULTS (faults.ts)
@@ -826,34 +840,12 @@ export class NetworkManager {
     const t0 = performance.now();
     const report = await reconcile(this, opts);
     this.counters.reconciles++;
-    this.counters.repairs +=
-      report.orphanTaps.length +
-      report.orphanNetns.length +
-      report.reattachedTaps.length +
-      report.incompleteRecords.length +
-      report.recreatedTaps.length +
-      report.orphanLeases.length +
-      report.orphanFirewallElements.length;
+    this.counters.repairs += repairCount(report);
     this.counters.activeVms = (await this.store.records.list()).records.length;
     if (channels.reconcile.hasSubscribers) {
-      const {
-        orphanTaps,
-        orphanNetns,
-        incompleteRecords,
-        recreatedTaps,
-        orphanLeases,
-        orphanFirewallElements,
-      } = report;
       channels.reconcile.publish({
         outcome: report.errors.length ? 'error' : 'ok',
-        repairs: {
-          orphanTaps: orphanTaps.length,
-          incompleteRecords: incompleteRecords.length,
-          recreatedTaps: recreatedTaps.length,
-          orphanLeases: orphanLeases.length,
-          orphanFirewallElements: orphanFirewallElements.length,
-          orphanNetns: orphanNetns.length,
-        },
+        repairs: repairsByKind(report),
         errors: report.errors.length,
         durationMs: performance.now() - t0,
       });

@@ -14,14 +14,17 @@
  */
 
 import { existsSync } from 'node:fs';
-import { type TapnetError, toTapnetError } from '../errors.js';
+import { TapnetError, toTapnetError } from '../errors.js';
 import type { FirewallPort } from '../firewall/types.js';
-import { releaseOrphans } from '../ipam/reconcile.js';
+import type { PoolRequest } from '../ipam/ipam.js';
+import { poolKey } from '../ipam/layout.js';
+import { listAllLeases, orphansAmong, type PoolLeases, releaseOrphans } from '../ipam/reconcile.js';
 import { listLinks, setLink } from '../net/link.js';
 import { cniDel, vmNetnsIds, vmNetnsName } from './cni-mode.js';
 import { faultPoint } from './faults.js';
 import type { NetworkManager } from './manager.js';
 import { isTapnetTapName } from './names.js';
+import { emptyReport } from './report.js';
 import type { ReconcileReport, VmRecord } from './types.js';
 import { installPolicy } from './vm-policy.js';
 
@@ -31,17 +34,7 @@ export async function reconcile(
   m: NetworkManager,
   opts: { signal?: AbortSignal } = {},
 ): Promise<ReconcileReport> {
-  const report: ReconcileReport = {
-    orphanTaps: [],
-    incompleteRecords: [],
-    recreatedTaps: [],
-    reattachedTaps: [],
-    orphanLeases: [],
-    orphanFirewallElements: [],
-    orphanNetns: [],
-    corruptRecords: [],
-    errors: [],
-  };
+  const report = emptyReport();
   const fail = (what: string, e: unknown): void => {
     const t = toTapnetError(e, 'ERR_INTERNAL', what);
     report.errors.push({ code: t.code, message: t.message });
@@ -206,19 +199,76 @@ export async function reconcile(
 
   faultPoint('reconcile:before-leases'); // test builds only: TAPNET_FAULTS (faults.ts)
 
-  // 6. Orphan leases.
+  // 6. Leases: free those without a record; take again those a ready VM lost (see reclaimLost).
   try {
+    const all = await listAllLeases(m.store.leases);
+    const { records: recs, problems } = await m.store.records.list();
     const leases = await releaseOrphans({
       leases: m.store.leases,
       records: m.store.records,
       locks: m.store.locks,
       ipam: m.ipam,
+      orphans: orphansAmong(all, [...recs.map((r) => r.vmId), ...problems.map((p) => p.vmId)]),
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
     report.orphanLeases = leases.released.map((o) => `${o.pool.network}:${o.address} (${o.owner})`);
     for (const f of leases.failures as TapnetError[]) fail('orphan lease', f);
+    await reclaimLost(m, all, recs, report, fail, opts.signal);
   } catch (e) {
-    fail('orphan leases', e);
+    fail('leases', e);
   }
   return report;
+}
+
+/**
+ * A ready VM whose lease is gone still uses its address, which the next ensure would hand out again.
+ * Local stores cannot get there (the record is written after the lease, removed before it), but in
+ * the cluster store a write that etcd applied and never answered can, and so can a lease removed by
+ * hand. Take the address again under the VM's lock; one that another VM holds now is reported.
+ */
+async function reclaimLost(
+  m: NetworkManager,
+  all: PoolLeases[],
+  records: VmRecord[],
+  report: ReconcileReport,
+  fail: (what: string, e: unknown) => void,
+  signal?: AbortSignal,
+): Promise<void> {
+  const held = new Map(all.map((p) => [poolKey(p.pool), p.leases]));
+  const lost = (r: VmRecord): PoolRequest[] => {
+    if (r.state !== 'ready' || r.mode === 'cni' || !m.config.networks.has(r.network)) return [];
+    const pools = m.pools(m.network(r.network));
+    const out: PoolRequest[] = [];
+    for (const [spec, addr] of [
+      [pools.v4, r.ipv4],
+      [pools.v6, r.ipv6],
+    ] as const) {
+      if (!spec || !addr) continue;
+      const address = addr.split('/')[0]!;
+      if (held.get(poolKey(m.ipam.pool(spec).ref))?.get(address) !== r.vmId)
+        out.push({ pool: spec, address });
+    }
+    return out;
+  };
+  for (const r0 of records) {
+    if (lost(r0).length === 0) continue;
+    const lock = await m.lockVm(r0.vmId, signal);
+    try {
+      const r = await m.store.records.get(r0.vmId);
+      const wanted = r ? lost(r) : [];
+      if (wanted.length === 0) continue;
+      await m.ipam.allocateAll(r!.vmId, wanted);
+      report.reclaimedLeases.push(...wanted.map((w) => `${r!.network}:${w.address} (${r!.vmId})`));
+    } catch (e) {
+      const t = toTapnetError(e, 'ERR_INTERNAL', 'claim');
+      fail(
+        `the lost lease of ${r0.vmId}`,
+        new TapnetError(t.code, `VM ${r0.vmId} lost its lease and cannot take it again: ${t.message}`, {
+          cause: t,
+        }),
+      );
+    } finally {
+      lock.release();
+    }
+  }
 }

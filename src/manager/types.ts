@@ -128,6 +128,11 @@ export interface ReconcileReport {
   reattachedTaps: string[];
   /** Leases whose owner has no record: freed. */
   orphanLeases: string[];
+  /**
+   * Addresses of ready VMs whose lease had gone (an etcd outage in the middle of a write, or a lease
+   * deleted by hand): taken again, so the address is not handed to another VM.
+   */
+  reclaimedLeases: string[];
   /** Firewall elements without a VM: removed. */
   orphanFirewallElements: string[];
   /** CNI mode: VM namespaces without a record: DEL run, namespace removed. */

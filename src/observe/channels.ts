@@ -41,7 +41,7 @@ export interface ReleaseEvent {
 export interface ReconcileEvent {
   outcome: 'ok' | 'error';
   code?: ErrorCode;
-  /** Repairs by kind (orphanTaps, incompleteRecords, recreatedTaps, orphanLeases, orphanFirewallElements). */
+  /** Repairs by kind (REPAIR_KINDS in manager/report.ts: orphanTaps, orphanLeases, reclaimedLeases, …). */
   repairs: Record<string, number>;
   /** Problems reconcile reported but could not repair. */
   errors: number;

@@ -6,6 +6,7 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { PoolStats } from '../ipam/pool.js';
+import { REPAIR_KINDS } from '../manager/report.js';
 import {
   type CniExecEvent,
   channels,
@@ -107,7 +108,7 @@ export class TapnetMetrics {
     });
     this.repairsTotal = new Counter({
       name: 'tapnet_reconcile_repairs_total',
-      help: 'things reconcile repaired, by kind (orphanTaps, incompleteRecords, recreatedTaps, orphanLeases, orphanFirewallElements)',
+      help: `things reconcile repaired, by kind (${REPAIR_KINDS.join(', ')})`,
       labelNames: ['kind'],
       registers,
     });

@@ -4,6 +4,7 @@
  * Debian's bridge plugin and tapnet's tc-redirect-tap), workers that are killed, the CLI, the daemon, the
  * check that every surviving VM's network answers ARP through its TAP, and figures.
  */
+
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,6 +16,7 @@ import { toTapnetError } from '../../src/errors.js';
 import { firecrackerConflist, writeConflist } from '../../src/manager/cni-conflist.js';
 import type { ManagerConfigInput } from '../../src/manager/config.js';
 import { type ManagerOptions, NetworkManager } from '../../src/manager/manager.js';
+import { repairCount } from '../../src/manager/report.js';
 import { deleteLink, findLink } from '../../src/net/link.js';
 import { closeTapFds } from '../../src/net/tap.js';
 import { NetlinkSocket } from '../../src/netlink/socket.js';
@@ -336,17 +338,7 @@ export function arpThrough(fd: number, mac: string, ip: string, target: string):
   });
 }
 
-/** A reconcile report's repairs, as one number. */
-export function repairCount(r: Awaited<ReturnType<NetworkManager['reconcile']>>): number {
-  return (
-    r.orphanTaps.length +
-    r.incompleteRecords.length +
-    r.recreatedTaps.length +
-    r.orphanLeases.length +
-    r.orphanFirewallElements.length +
-    r.orphanNetns.length
-  );
-}
+export { repairCount };
 
 /** A reconcile that finds nothing to do (asserted): the state is a fixed point. */
 export async function assertQuiet(m: NetworkManager): Promise<void> {

@@ -2,6 +2,7 @@
  * A fake TapnetApi (in memory; TAP fds are fds of ordinary files) and a daemon over it on a Unix socket
  * in a temp dir: the API's HTTP layer, lifecycle and fd passing, tested without root.
  */
+
 import { mkdtempSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +12,7 @@ import type { EnsureBody } from '../../src/daemon/schemas.js';
 import { Daemon } from '../../src/daemon/server.js';
 import type { TapnetApi } from '../../src/daemon/service.js';
 import { TapnetError } from '../../src/errors.js';
+import { emptyReport } from '../../src/manager/report.js';
 import type { NetworkInfo, ReconcileReport } from '../../src/manager/types.js';
 import type { DoctorReport } from '../../src/observe/doctor.js';
 import type { VerifyReport } from '../../src/observe/verify.js';
@@ -103,17 +105,7 @@ export class FakeApi implements TapnetApi {
 
   async gc(): Promise<ReconcileReport> {
     this.calls.push('gc');
-    return {
-      orphanNetns: [],
-      orphanTaps: ['tnorphan'],
-      incompleteRecords: [],
-      recreatedTaps: [],
-      reattachedTaps: [],
-      orphanLeases: [],
-      orphanFirewallElements: [],
-      corruptRecords: [],
-      errors: [],
-    } as ReconcileReport;
+    return { ...emptyReport(), orphanTaps: ['tnorphan'] };
   }
 
   async verify(): Promise<VerifyReport> {
