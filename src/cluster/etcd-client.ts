@@ -4,10 +4,11 @@
  * are decimal strings). node:http only: no dependency.
  *
  * Failures are classified before anything is retried:
- * - not sent (connection refused or unreachable, connect timeout, a reused keep-alive socket reset before
- *   any answer, "no leader"): retried on the next endpoint with exponential backoff, within the call's
- *   retry budget;
- * - ambiguous (timeout or reset after the request went out, "request timed out"): retried only for
+ * - not sent (connection refused or unreachable, connect timeout, a socket that failed before the request
+ *   was written out, "no leader"): retried on the next endpoint with exponential backoff, within the
+ *   call's retry budget;
+ * - ambiguous (timeout or reset after the request went out, even on a reused keep-alive socket, "request
+ *   timed out"): retried only for
  *   idempotent calls; otherwise ERR_UNAVAILABLE with details.ambiguous = true, so the caller can verify;
  * - answers (etcd said no): ERR_STORE with details.grpcCode, never retried.
  * Out of budget, every call fails with ERR_UNAVAILABLE (retryable).
@@ -381,13 +382,13 @@ export class EtcdClient {
           'EADDRNOTAVAIL',
           'ENOTFOUND',
         ].includes(code);
-        // A keep-alive socket the server closed while idle: the request never reached it.
-        const staleSocket = req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE');
-        fail(
-          beforeConnect || staleSocket || !sent ? 'unsent' : 'ambiguous',
-          `${code || 'error'}: ${e.message}`,
-          { errno: code },
-        );
+        // A reset of a reused keep-alive socket is not proof that the request never arrived: etcd killed
+        // (or restarted) after reading it resets the socket in the same way, with the write applied. So
+        // once the request was written out, the outcome is unknown, as for any reset (etcd does not
+        // close idle client connections, so the benign idle race of HTTP keep-alive does not arise).
+        fail(beforeConnect || !sent ? 'unsent' : 'ambiguous', `${code || 'error'}: ${e.message}`, {
+          errno: code,
+        });
       });
       req.end(data);
     });

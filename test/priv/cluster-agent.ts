@@ -133,6 +133,8 @@ async function main(): Promise<void> {
     const held = new Set<string>();
     const unknown = new Set<string>();
     const errors: Record<string, number> = {};
+    /** Every failed call, for the test's messages. */
+    const failures: Array<{ vmId: string; op: string; error: unknown }> = [];
     let n = 0;
     let ops = 0;
     const until = Date.now() + ms;
@@ -149,6 +151,7 @@ async function main(): Promise<void> {
             unknown.add(vmId);
             const c = codeOf(e);
             errors[c] = (errors[c] ?? 0) + 1;
+            failures.push({ vmId, op: 'release', error: toTapnetError(e).toJSON() });
           }
         } else {
           const vmId = `${tag}-${n++}`;
@@ -159,13 +162,14 @@ async function main(): Promise<void> {
             unknown.add(vmId);
             const c = codeOf(e);
             errors[c] = (errors[c] ?? 0) + 1;
+            failures.push({ vmId, op: 'ensure', error: toTapnetError(e).toJSON() });
             await new Promise((r) => setTimeout(r, 20));
           }
         }
       }
     };
     await Promise.all(Array.from({ length: concurrency }, worker));
-    return { held: [...held], unknown: [...unknown], errors, ops };
+    return { held: [...held], unknown: [...unknown], errors, ops, failures };
   };
 
   const run = async (c: AgentCommand): Promise<Record<string, unknown>> => {

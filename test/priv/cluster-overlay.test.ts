@@ -304,12 +304,7 @@ describe('cluster: three hosts, etcd, VXLAN overlay', { skip, timeout: 120_000 }
     );
   });
 
-  it('etcd restarted during churn: no duplicate address, no lost record', {
-    // Seen once in 3 full runs: a recorded VM whose lease was gone after the restart and a reconcile
-    // (suspect: orphan-lease release deciding on a record read from the store's cache during the outage).
-    // Tracked in the closing note; the test still runs and reports.
-    todo: 'BUG (cluster store): rarely, a recorded VM loses its lease across an etcd restart',
-  }, async () => {
+  it('etcd restarted during churn: no duplicate address, no lost record', async () => {
     const churn = Promise.all(
       (['a', 'c'] as const).map((h) =>
         agents[h].must({ op: 'churn', ms: 6_000, tag: `churn-${h}`, concurrency: 4 }),
@@ -324,12 +319,13 @@ describe('cluster: three hosts, etcd, VXLAN overlay', { skip, timeout: 120_000 }
       unknown: string[];
       errors: Record<string, number>;
       ops: number;
+      failures: Array<{ vmId: string; op: string; error: unknown }>;
     }>;
     process.stderr.write(
       `# churn: A ${ra!.ops} ops ${JSON.stringify(ra!.errors)}, C ${rc!.ops} ops ${JSON.stringify(rc!.errors)}\n`,
     );
     const codes = Object.keys({ ...ra!.errors, ...rc!.errors });
-    assert.ok(codes.includes('ERR_UNAVAILABLE'), 'the outage was seen');
+    assert.ok(codes.length > 0, 'the outage was seen');
     // Releases report ERR_TEARDOWN listing their failed steps: those must be ERR_UNAVAILABLE too.
     assert.ok(
       codes.every((c) => c === 'ERR_UNAVAILABLE' || c === 'ERR_TEARDOWN>ERR_UNAVAILABLE'),
@@ -340,7 +336,16 @@ describe('cluster: three hosts, etcd, VXLAN overlay', { skip, timeout: 120_000 }
       ['a', ra!],
       ['c', rc!],
     ] as const) {
-      await agents[h].must({ op: 'reconcile' });
+      const { report } = (await agents[h].must({ op: 'reconcile' })) as unknown as {
+        report: { reclaimedLeases: string[]; errors: unknown[] };
+      };
+      assert.deepEqual(report.errors, [], `${h}: reconcile errors`);
+      // A ready VM never loses its lease, even to a write etcd applied and never answered.
+      assert.deepEqual(
+        report.reclaimedLeases,
+        [],
+        `${h}: no lease lost; failed calls: ${JSON.stringify(r.failures, null, 1)}`,
+      );
       const listed = (
         (await agents[h].must({ op: 'list' })).vms as Array<{ vmId: string; ipv4?: string }>
       ).filter((v) => v.vmId.startsWith('churn-'));

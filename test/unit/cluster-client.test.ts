@@ -147,6 +147,24 @@ describe('etcd client (fake gateway)', () => {
     c.close();
   });
 
+  it('a keep-alive connection reset after a write went out is ambiguous: the write is not sent again', async () => {
+    // etcd killed after reading (and applying) a write resets the connection just as an idle close does.
+    let writes = 0;
+    const f = await fake((p, _b, res) => {
+      if (p === '/v3/kv/range') return json(res, 200, { header: { revision: '1' } });
+      writes++;
+      res.socket!.destroy();
+    });
+    const c = new EtcdClient({ endpoints: [f.url], backoffMs: 1, retryBudgetMs: 300 });
+    await c.range('k'); // leaves a keep-alive socket for the write to reuse
+    await assert.rejects(
+      c.txn({ compare: [], success: [{ put: { key: 'k', value: 'v' } }] }),
+      (e) => isTapnetError(e, 'ERR_UNAVAILABLE') && e.details.ambiguous === true,
+    );
+    assert.equal(writes, 1, 'a write that may have been applied is not sent again');
+    c.close();
+  });
+
   it('refuses endpoints that are not http://host:port', () => {
     assert.throws(
       () => new EtcdClient({ endpoints: [] }),
