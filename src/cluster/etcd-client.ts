@@ -232,7 +232,7 @@ export class EtcdClient {
   watch(key: string, options: WatchOptions): EtcdWatch {
     this.check();
     const w = new EtcdWatch(
-      { endpoint: () => this.endpoint, rotate: () => this.rotate(), backoffMs: this.backoffMs },
+      { endpoint: () => this.endpoint, rotate: (failed) => this.rotate(failed), backoffMs: this.backoffMs },
       { key: enc(key), ...(options.prefix ? { rangeEnd: prefixEndB64(key) } : {}) },
       options,
       () => this.watches.delete(w),
@@ -254,8 +254,13 @@ export class EtcdClient {
     if (this.closed) throw new TapnetError('ERR_INTERNAL', 'the etcd client is closed');
   }
 
-  private rotate(): void {
-    this.current = (this.current + 1) % this.endpoints.length;
+  /**
+   * Move on from `failed` (default: the current endpoint) to the next one. Only when `failed` is still
+   * the current endpoint: calls that failed together on one member move the client once, not once each
+   * (which could carry it round to the dead member again).
+   */
+  private rotate(failed: URL = this.endpoint): void {
+    if (this.endpoint === failed) this.current = (this.current + 1) % this.endpoints.length;
   }
 
   /** POST `body` to `path`, retrying what may be retried within the budget. */
@@ -271,7 +276,7 @@ export class EtcdClient {
       if (f.kind === 'answer') throw f.error;
       last = f.error;
       if (f.kind === 'ambiguous' && !options.idempotent) throw f.error;
-      this.rotate();
+      this.rotate(ep);
       const wait = Math.min(delay, 1_000) * (0.5 + Math.random() / 2);
       if (this.closed || Date.now() + wait >= deadline) break;
       await new Promise((r) => setTimeout(r, wait));

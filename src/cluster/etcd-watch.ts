@@ -37,7 +37,8 @@ export interface WatchOptions {
 /** How a watch reaches etcd (the client's endpoint rotation). */
 export interface WatchTransport {
   endpoint(): URL;
-  rotate(): void;
+  /** Move on from `failed`, if the client is still on it. */
+  rotate(failed?: URL): void;
   backoffMs: number;
 }
 
@@ -51,6 +52,8 @@ export class EtcdWatch {
   private req: http.ClientRequest | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** The endpoint of the current (or last) connection. */
+  private endpoint: URL | undefined;
   /** The revision to resume from (undefined until the first creation without startRevision). */
   private nextRev: number | undefined;
   private queue: Promise<void> = Promise.resolve();
@@ -98,6 +101,7 @@ export class EtcdWatch {
   private connect(): void {
     if (this.closed) return;
     const ep = this.transport.endpoint();
+    this.endpoint = ep;
     const create: Json = { key: this.range.key };
     if (this.range.rangeEnd) create.range_end = this.range.rangeEnd;
     if (this.nextRev !== undefined) create.start_revision = String(this.nextRev);
@@ -223,7 +227,7 @@ export class EtcdWatch {
     if (this.closed) return;
     this.connected = false;
     this.options.onState?.('disconnected', error);
-    this.transport.rotate();
+    this.transport.rotate(this.endpoint);
     const wait = Math.min(this.delay, 2_000) * (0.5 + Math.random() / 2);
     this.delay *= 2;
     this.reconnects++;

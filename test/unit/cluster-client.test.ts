@@ -134,6 +134,17 @@ describe('etcd client (fake gateway)', () => {
     c2.close();
   });
 
+  it('calls failing together on one member move the client on once, not round to that member again', async () => {
+    const sick = await fake((_p, _b, res) => grpcError(res, 503, 14, 'etcdserver: no leader'));
+    const well = await fake((_p, _b, res) => json(res, 200, { header: { revision: '1' } }));
+    const c = new EtcdClient({ endpoints: [sick.url, well.url], backoffMs: 20 });
+    await Promise.all(Array.from({ length: 6 }, () => c.range('k')));
+    assert.equal(sick.seen.length, 6, 'each call tried the sick member once, then stayed on the well one');
+    assert.equal(well.seen.length, 6);
+    assert.equal(c.endpoint.origin, well.url);
+    c.close();
+  });
+
   it('a request that is never answered: ambiguous for writes after the timeout', async () => {
     const f = await fake(() => undefined);
     const c = new EtcdClient({ endpoints: [f.url], requestTimeoutMs: 100, retryBudgetMs: 250, backoffMs: 1 });
