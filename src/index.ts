@@ -23,11 +23,13 @@ export {
 } from './manager/config.js';
 export { type GuestConfigs, renderGuestConfig } from './manager/info.js';
 export { type ManagerOptions, NetworkManager } from './manager/manager.js';
+export { REPAIR_KINDS, repairCount, repairsByKind } from './manager/report.js';
 export type {
   EnsureOptions,
   ManagerMetrics,
   NetworkInfo,
   ReconcileReport,
+  ReleaseOptions,
   TapMode,
 } from './manager/types.js';
 export * from './net/addr.js';

@@ -123,7 +123,9 @@ export function addVmCommands(program: Command): void {
 
   program
     .command('down')
-    .description("take back VMs' networks (unknown or already released: success)")
+    .description(
+      "take back VMs' networks, TAPs deleted when it returns (unknown or already released: success)",
+    )
     .argument('[vmIds...]', 'VM ids')
     .option('--all', 'every VM with a network')
     .option('--parallel <n>', 'calls at a time (default 16)', int('--parallel', 1))
@@ -143,7 +145,7 @@ export function addVmCommands(program: Command): void {
         const progress = new Progress(ids.length, 'down');
         const results = await mapLimit(ids, o.parallel ?? 16, async (id) => {
           try {
-            await c.api.release(id);
+            await c.api.release(id, { wait: true });
             progress.tick(id);
           } catch (e) {
             progress.tick(id, false);

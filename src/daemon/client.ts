@@ -144,8 +144,8 @@ export class DaemonClient implements TapnetApi {
     return this.request('PUT', vmPath(vmId), opts);
   }
 
-  async release(vmId: string): Promise<void> {
-    await this.request('DELETE', vmPath(vmId));
+  async release(vmId: string, opts: { wait?: boolean } = {}): Promise<void> {
+    await this.request('DELETE', `${vmPath(vmId)}${opts.wait ? '?wait=true' : ''}`);
   }
 
   async get(vmId: string): Promise<NetworkInfo | undefined> {

@@ -224,6 +224,17 @@ const PATHS: Record<string, Json> = {
     delete: {
       operationId: 'releaseVm',
       summary: 'Take the VM’s network back (204 also when unknown)',
+      description:
+        'Answers once the network is unusable (firewall elements gone, TAP doomed) and its address and record are freed; the kernel deletes the TAP in the background, batched with other releases (its RCU grace periods cost ≈ 16 ms), and an ensure of the same VM waits for it. With wait=true the answer waits for the deletion too.',
+      parameters: [
+        {
+          name: 'wait',
+          in: 'query',
+          required: false,
+          description: 'Answer only once the kernel has deleted the TAP',
+          schema: { type: 'boolean', default: false },
+        },
+      ],
       responses: { '204': { description: 'Released, or there was nothing to release' }, ...common },
     },
   },

@@ -65,6 +65,15 @@ const vm = (c: Call): string => validateVmId(c.params.vmId);
 /** The query string of a request. */
 const query = (c: Call): URLSearchParams => new URL(c.req.url ?? '/', 'http://localhost').searchParams;
 
+/** A boolean query parameter: absent, `true`/`1` or `false`/`0`; anything else is refused. */
+function flag(value: string | null, name: string): boolean {
+  if (value === null || value === 'false' || value === '0') return false;
+  if (value === 'true' || value === '1' || value === '') return true;
+  throw new TapnetError('ERR_INVALID_ARGUMENT', `query parameter ${name} must be true or false`, {
+    details: { [name]: value.slice(0, 64) },
+  });
+}
+
 type OptionalOp = 'statsAll' | 'usage' | 'collectUsage' | 'setPolicy' | 'getPolicy';
 
 /** An operation a TapnetApi may lack (embedders' services): ERR_NOT_FOUND when it does. */
@@ -177,7 +186,8 @@ const ROUTES: Route[] = [
     op: 'release',
     handle: async (ctx, c) => {
       const id = vm(c);
-      await ctx.use((a) => a.release(id));
+      const wait = flag(query(c).get('wait'), 'wait');
+      await ctx.use((a) => a.release(id, wait ? { wait } : {}));
       return { status: 204 };
     },
   },

@@ -19,8 +19,11 @@ export interface TapnetApi {
   ensure(vmId: string, opts?: EnsureBody): Promise<NetworkInfo>;
   /** Like ensure, and hand over the TAP's open queue fds (info.tapFds; yours to close). */
   ensureWithTapFds(vmId: string, opts?: EnsureBody): Promise<NetworkInfo & { tapFds: number[] }>;
-  /** Take the network back; unknown VMs are a no-op. */
-  release(vmId: string): Promise<void>;
+  /**
+   * Take the network back; unknown VMs are a no-op. Answers once the network is unusable and freed;
+   * `wait`: also once the kernel has deleted the TAP (see ReleaseOptions).
+   */
+  release(vmId: string, opts?: { wait?: boolean }): Promise<void>;
   get(vmId: string): Promise<NetworkInfo | undefined>;
   list(): Promise<NetworkInfo[]>;
   stats(vmId: string): Promise<VmStats>;
@@ -91,9 +94,9 @@ export class ManagerService implements TapnetApi {
   }
 
   /** Release, after sampling the VM's usage one last time (its TAP's counters die with it). */
-  async release(vmId: string): Promise<void> {
+  async release(vmId: string, opts: { wait?: boolean } = {}): Promise<void> {
     await this.usageLedger.sample(this.manager, { vmIds: [vmId] }).catch(() => undefined);
-    return this.manager.release(vmId);
+    return this.manager.release(vmId, opts.wait ? { wait: true } : {});
   }
 
   get(vmId: string): Promise<NetworkInfo | undefined> {
@@ -130,8 +133,8 @@ export class ManagerService implements TapnetApi {
   }
 
   /** Sample every VM's usage now (the daemon: periodically, and before releasing everything). */
-  sampleUsage(): Promise<UsageReport> {
-    const pass = this.usageLedger.sample(this.manager);
+  sampleUsage(): Promise<{ problems: UsageReport['problems'] }> {
+    const pass = this.usageLedger.refresh(this.manager);
     const settled = pass.then(
       () => undefined,
       () => undefined,

@@ -39,7 +39,14 @@ import { attachRouted, ensureNetworkKernel, unknownNetwork } from './network.js'
 import { LinkReaper } from './reaper.js';
 import { reconcile } from './reconcile.js';
 import { repairCount, repairsByKind } from './report.js';
-import type { EnsureOptions, ManagerMetrics, NetworkInfo, ReconcileReport, VmRecord } from './types.js';
+import type {
+  EnsureOptions,
+  ManagerMetrics,
+  NetworkInfo,
+  ReconcileReport,
+  ReleaseOptions,
+  VmRecord,
+} from './types.js';
 import {
   checkVmLimits,
   installBandwidth,
@@ -627,12 +634,14 @@ export class NetworkManager {
    * and reports them together (ERR_TEARDOWN); the record then stays 'releasing' so a retry or reconcile
    * finishes the job.
    */
-  async release(vmId: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
+  async release(vmId: string, opts: ReleaseOptions = {}): Promise<void> {
     this.check();
     const t0 = performance.now();
     validateVmId(vmId);
     const lock = await this.store.locks.acquire('vm', vmId, opts.signal ? { signal: opts.signal } : {});
     let released = false;
+    /** The TAP's deletion, when it is still under way: the VM's lock is kept until it is done. */
+    let gone: Promise<void> | undefined;
     try {
       const r = await this.store.records.get(vmId);
       if (!r) {
@@ -641,8 +650,9 @@ export class NetworkManager {
           channels.release.publish({ vmId, outcome: 'unknown', durationMs: performance.now() - t0 });
         return;
       }
-      await this.finishRelease(r);
+      await this.finishRelease(r, opts.wait ? { wait: true } : {});
       released = true;
+      if (r.mode !== 'cni') gone = this.reaper.whenGone(r.tap);
       this.counters.releases.ok++;
       this.counters.lastReleaseMs = performance.now() - t0;
       if (channels.release.hasSubscribers) {
@@ -666,17 +676,22 @@ export class NetworkManager {
       }
       throw e;
     } finally {
-      // The VM is gone: its lock file can go too (ids change with every VM; they would pile up).
-      lock.release({ forget: released });
+      // The VM is gone: its lock file can go too (ids change with every VM; they would pile up). While its
+      // TAP is still being deleted, the lock stays held, so another process's ensure of the same VM waits
+      // for the name to be free (this process's ensures wait on the reaper).
+      const unlock = (): void => lock.release({ forget: released });
+      if (gone) gone.then(unlock, unlock);
+      else unlock();
     }
   }
 
   /** Release many VMs at once; link deletions are batched (one RCU grace period per batch). */
   async releaseMany(
     vmIds: string[],
+    opts: Pick<ReleaseOptions, 'wait'> = {},
   ): Promise<{ released: string[]; failed: { vmId: string; error: TapnetError }[] }> {
     for (const id of vmIds) validateVmId(id);
-    const results = await Promise.allSettled(vmIds.map((id) => this.release(id)));
+    const results = await Promise.allSettled(vmIds.map((id) => this.release(id, opts)));
     const released: string[] = [];
     const failed: { vmId: string; error: TapnetError }[] = [];
     results.forEach((r, i) => {
@@ -687,7 +702,7 @@ export class NetworkManager {
   }
 
   /** Tear down a record's resources (caller holds the VM's lock) and delete the record. */
-  async finishRelease(r: VmRecord): Promise<void> {
+  async finishRelease(r: VmRecord, opts: Pick<ReleaseOptions, 'wait'> = {}): Promise<void> {
     let rec = r;
     if (rec.state !== 'releasing')
       rec = await this.store.records.put(
@@ -723,8 +738,11 @@ export class NetworkManager {
     if (rec.bandwidth) await attempt('remove bandwidth limits', () => uninstallBandwidth(this, rec));
     await attempt('remove firewall elements', () => this.firewall.removeVm(this.firewallVm(rec)));
     faultPoint('release:after-firewall'); // test builds only: TAPNET_FAULTS (faults.ts)
-    // Deleted together with other releases' TAPs (one RCU grace period for the whole batch).
-    await attempt('delete TAP', () => this.reaper.delete(rec.tap));
+    // Doomed: moved into the reaper's group (its firewall elements are gone, so it can send nothing) and
+    // deleted in the background together with other releases' TAPs, one RCU grace period for the batch.
+    await attempt('delete TAP', () =>
+      opts.wait ? this.reaper.delete(rec.tap) : this.reaper.detach(rec.tap),
+    );
     faultPoint('release:after-tap'); // test builds only: TAPNET_FAULTS (faults.ts)
     if (net) {
       const pools = this.pools(net);

@@ -217,6 +217,8 @@ export async function reconcile(
   } catch (e) {
     fail('leases', e);
   }
+  // The TAPs of records finished above are deleted in the background: reconcile answers once they are gone.
+  await m.settled();
   return report;
 }
 

@@ -9,6 +9,18 @@ import type { BandwidthLimits, Vmm } from './limits.js';
 /** How the VMM gets the TAP. */
 export type TapMode = 'persistent' | 'fd';
 
+/** Options of release() and releaseMany(). */
+export interface ReleaseOptions {
+  signal?: AbortSignal;
+  /**
+   * Resolve only once the kernel has deleted the TAP. By default release answers as soon as the VM's
+   * network is unusable (firewall elements gone, TAP doomed) and its address and record are freed; the
+   * kernel's deletion, which waits for RCU grace periods, finishes in the background, batched with other
+   * releases (see settled()). An ensure of the same VM, in any process, waits for it.
+   */
+  wait?: boolean;
+}
+
 export interface EnsureOptions {
   /** Network name (default: the configured default network). */
   network?: string;

@@ -229,12 +229,23 @@ export function usageSince(vms: readonly UsageEntry[], since: Date): UsageEntry[
 
 type Problems = UsageReport['problems'];
 
+/** Samples of a few VMs that run as one pass. */
+interface Batch {
+  m: NetworkManager;
+  ids: Set<string>;
+  run: Promise<UsageReport>;
+}
+
 /** The usage files of one state directory. One per process and state directory is enough. */
 export class UsageLedger {
   private readonly sd: StateDir;
   /** `<stateDir>/usage`. */
   readonly dir: string;
   private queue: Promise<unknown> = Promise.resolve();
+  /** The samples of a few VMs waiting to run together (see sample()). */
+  private batch: Batch | undefined;
+  /** VMs whose entry this process saw released (final until re-ensured or collected). */
+  private readonly released = new Set<string>();
 
   /** `read` reads the TAPs (tests substitute a fake; it must be synchronous, like readTaps). */
   constructor(
@@ -301,14 +312,62 @@ export class UsageLedger {
    */
   async sample(m: NetworkManager, opts: { vmIds?: readonly string[] } = {}): Promise<UsageReport> {
     const ids = opts.vmIds?.map((v) => validateVmId(v));
-    return this.locked(async () => {
+    if (!ids) return this.locked(() => this.pass(m, undefined, true, true));
+    // Concurrent samples of a few VMs (one per release, through the daemon) share one pass: one lock,
+    // one TAP reading and one sync for the whole group instead of one each, in a row.
+    let b = this.batch;
+    if (!b || b.m !== m) {
+      const group = { m, ids: new Set<string>() } as Batch;
+      group.run = this.locked(() => {
+        if (this.batch === group) this.batch = undefined;
+        return this.pass(m, [...group.ids], true, false);
+      });
+      this.batch = b = group;
+    }
+    for (const id of ids) b.ids.add(id);
+    const r = await b.run;
+    const want = new Set(ids);
+    return {
+      ...r,
+      vms: r.vms.filter((v) => want.has(v.vmId)),
+      problems: r.problems.filter((p) => p.vmId === undefined || want.has(p.vmId)),
+    };
+  }
+
+  /**
+   * Sample every VM for the ledger's sake (the daemon's periodic pass): like sample(), but without a
+   * report, so the final totals of released VMs, which no sample changes, are not read again.
+   */
+  async refresh(m: NetworkManager): Promise<{ problems: Problems }> {
+    const r = await this.locked(() => this.pass(m, undefined, false, true));
+    return { problems: r.problems };
+  }
+
+  /**
+   * One pass, under the lock: `ids` (every VM when undefined); `report`: return every entry; `sync`: fsync
+   * what it wrote. The samples of a few VMs (a release's last reading) are written on the thread pool and
+   * not fsynced, like the VM records: a machine crash within the kernel's writeback delay (seconds) may
+   * lose the last reading of VMs released just before it, never a file half-written.
+   */
+  private async pass(
+    m: NetworkManager,
+    ids: string[] | undefined,
+    report: boolean,
+    sync: boolean,
+  ): Promise<UsageReport> {
+    {
+      // A batch (releases waiting on it) writes on the thread pool, so the event loop keeps serving.
+      const writes: Promise<void>[] = [];
+      const save = (r: UsageRecord): void => {
+        if (sync) this.save(r);
+        else writes.push(this.sd.writeAtomicAsync(this.file(r.vmId), `${JSON.stringify(r)}\n`));
+      };
       const problems: Problems = [];
       const records: VmRecord[] = [];
       if (ids) {
-        for (const id of new Set(ids)) {
-          const r = await m.store.records.get(id);
+        // Together: on a busy event loop each await is a turn behind everything else that is waiting.
+        for (const r of await Promise.all([...new Set(ids)].map((id) => m.store.records.get(id))))
           if (r) records.push(r);
-        }
       } else records.push(...(await m.store.records.list()).records);
       // From here on, synchronous: the counters read are written before anyone else can read them.
       const now = new Date().toISOString();
@@ -332,22 +391,26 @@ export class UsageLedger {
           epoch: t.epoch,
         };
         const next = advanceUsage(prev, o, now);
-        if (next) this.save(next);
+        if (next) save(next);
+        this.released.delete(r.vmId);
         out.set(r.vmId, next ?? prev!);
       }
       const known = new Set(records.map((r) => r.vmId));
       for (const id of ids ?? this.ids()) {
         if (known.has(id)) continue;
+        if (!report && this.released.has(id)) continue; // final: nothing to fold in
         const prev = this.load(id, problems);
         if (!prev) continue;
         const next = releaseUsage(prev, now);
-        if (next) this.save(next);
+        if (next) save(next);
+        if ((next ?? prev).state === 'released') this.released.add(id);
         out.set(id, next ?? prev);
       }
-      await this.sd.sync();
+      await Promise.all(writes);
+      if (sync) await this.sd.sync();
       const vms = [...out.values()].map(usageEntry).sort((a, b) => a.vmId.localeCompare(b.vmId));
       return { sampledAt: now, vms, problems };
-    });
+    }
   }
 
   /** Sample every VM, then the entries (only those changed or released since `since`, when given). */
@@ -381,6 +444,7 @@ export class UsageLedger {
       }
       try {
         this.sd.remove(this.file(vmId));
+        this.released.delete(vmId);
       } catch (e) {
         throw toTapnetError(e);
       }

@@ -142,6 +142,28 @@ export class StateDir {
   }
 
   /**
+   * writeAtomic() with the file system calls on libuv's thread pool, for writes on a request's hot path,
+   * where a blocking open(O_CREAT) (ext4 may wait for a journal commit) would stall the event loop. Not
+   * marked for sync(): the kernel's writeback makes it durable, as it does the VM records.
+   */
+  async writeAtomicAsync(file: string, data: string): Promise<void> {
+    const dir = path.dirname(file);
+    for (let attempt = 0; ; attempt++) {
+      this.ensureDir(dir);
+      const tmp = this.tempPath(file);
+      try {
+        await fs.promises.writeFile(tmp, data, { flag: 'wx', mode: 0o644 });
+        await fs.promises.rename(tmp, file);
+        break;
+      } catch (e) {
+        await fs.promises.unlink(tmp).catch(() => undefined);
+        if (fsErrno(e) !== 'ENOENT' || attempt > 0) throw storeError('write', file, e);
+        this.forgetDir(dir); // the directory was removed behind our back: make it again, once
+      }
+    }
+  }
+
+  /**
    * Create `file` as a symlink whose target is `value`, atomically and only if `file` does not exist
    * (symlink(2) fails with EEXIST): create-if-absent with content in one system call, the same trick
    * Mercurial's lock uses. Returns false when it exists.

@@ -222,7 +222,7 @@ describe('tapnet serve: the API over its Unix socket', { skip }, () => {
       const infos = await Promise.all(clients.map((c, i) => c.ensure(`par-${i}`)));
       assert.equal(new Set(infos.map((i) => i.ipv4)).size, 16);
       assert.equal(new Set(infos.map((i) => i.tap)).size, 16);
-      await Promise.all(clients.map((c, i) => c.release(`par-${i}`)));
+      await Promise.all(clients.map((c, i) => c.release(`par-${i}`, { wait: true })));
     } finally {
       await Promise.all(clients.map((c) => c.close()));
     }

@@ -132,6 +132,8 @@ describe('NetworkManager, bridge topology', { skip }, () => {
     const { released, failed } = await m.releaseMany(ids);
     assert.equal(released.length, 200);
     assert.deepEqual(failed, []);
+    // Released: unusable and freed at once; the kernel deletes the TAPs in the background, batched.
+    await m.settled();
     assert.equal(listLinks(c.t.nl, { master: br.index }).length, 1);
   });
 
@@ -339,7 +341,7 @@ describe('NetworkManager, routed topology', { skip }, () => {
   it('leaves no records or leases once everything is released', async () => {
     const ids = Array.from({ length: 20 }, (_, i) => `r-batch-${i}`);
     await Promise.all(ids.map((id) => m.ensure(id)));
-    await m.releaseMany(ids);
+    await m.releaseMany(ids, { wait: true });
     assert.deepEqual((await m.store.records.list()).records, []);
     const pool = m.pools(m.network('fleet')).v4!;
     assert.equal((await m.store.leases.leases({ network: pool.network, subnet: pool.subnet })).size, 0);

@@ -310,4 +310,33 @@ describe('UsageLedger: files under the state directory', () => {
     const r = await a.sample(w.m);
     assert.equal(r.vms[0]!.guestRx.bytes, expected);
   });
+
+  it('concurrent samples of single VMs (releases) share passes; each answer holds its own VM', async () => {
+    const w = fakeWorld();
+    let passes = 0;
+    const ledger = new UsageLedger(join(dir, 'e'), (m, rs) => {
+      passes++;
+      return w.read(m, rs);
+    });
+    const ids = Array.from({ length: 12 }, (_, i) => `vm${i}`);
+    for (const [i, id] of ids.entries()) {
+      w.addVm(id);
+      w.kernel.get(id)!.rx = 100 + i;
+    }
+    const answers = await Promise.all(ids.map((id) => ledger.sample(w.m, { vmIds: [id] })));
+    assert.ok(passes <= 2, `${passes} passes for 12 concurrent samples`);
+    answers.forEach((a, i) => {
+      assert.deepEqual(
+        a.vms.map((v) => [v.vmId, v.guestRx.bytes]),
+        [[ids[i], 100 + i]],
+      );
+    });
+    // What they wrote is what a full pass reads back.
+    const all = await new UsageLedger(join(dir, 'e'), w.read).sample(w.m);
+    assert.equal(all.vms.length, 12);
+    assert.equal(
+      all.vms.reduce((t, v) => t + v.guestRx.bytes, 0),
+      ids.reduce((t, _, i) => t + 100 + i, 0),
+    );
+  });
 });
