@@ -121,6 +121,24 @@ describe('NetworkManager, bridge topology', { skip }, () => {
     await m.release('vm-mac');
   });
 
+  it("an ensure of a VM just released, in another process, gets a TAP the first one's deletion leaves alone", async () => {
+    const other = await NetworkManager.open(c.config); // another process: its own reaper
+    try {
+      const first = await m.ensure('vm-hop');
+      await m.release('vm-hop'); // answers before the kernel has deleted the TAP
+      const second = await other.ensure('vm-hop'); // waits for the VM's lock, held until the TAP is gone
+      assert.equal(second.tap, first.tap);
+      await m.settled();
+      const tap = getLink(c.t.nl, second.tap);
+      assert.ok(tap.up, 'the new TAP is there and up after the old one was deleted');
+      assert.equal(tap.master, getLink(c.t.nl, 'tnbr0').index);
+      await other.release('vm-hop', { wait: true });
+      assert.equal(findLink(c.t.nl, second.tap), undefined);
+    } finally {
+      await other.close();
+    }
+  });
+
   it('200 concurrent ensures give 200 distinct addresses and TAPs', async () => {
     const ids = Array.from({ length: 200 }, (_, i) => `conc-${i}`);
     const infos = await Promise.all(ids.map((id) => m.ensure(id)));
