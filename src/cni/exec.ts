@@ -5,10 +5,11 @@
  * group is killed), a retry when the executable is still being written ("text file busy"), and a cap
  * on output.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import type { Readable } from 'node:stream';
 import { TapnetError } from '../errors.js';
 import { CNI_ERROR, CniError, describeExit, pluginErrorFrom } from './errors.js';
 import type { PluginInfo } from './types.js';
@@ -113,8 +114,25 @@ export function timeoutError(ms: number, details: Record<string, unknown> = {}):
   });
 }
 
-/** The default executor: plugins are executables on disk, run with spawn(2). */
-export class ExecPluginExecutor implements PluginExecutor {
+/** A started plugin process, as ProcessPluginExecutor waits for it. */
+export interface PluginProcess {
+  readonly stdout: Readable;
+  readonly stderr: Readable;
+  /** Settles once the plugin has exited and been reaped; rejects when it could not be started. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** SIGKILL its whole process group (it was started as the leader of a new one). */
+  killGroup(): void;
+  /** Stop reading its pipes (after a kill: a surviving grandchild may hold their other ends). */
+  closePipes(): void;
+}
+
+/**
+ * The contract every executor of plugin executables keeps: the request on stdin, the result on stdout,
+ * stderr passed on (success) or quoted in the error (failure), a timeout and an AbortSignal that kill
+ * the plugin's process group, a cap on output, "text file busy" retried, process creation timed. The
+ * subclasses only start the process.
+ */
+export abstract class ProcessPluginExecutor implements PluginExecutor {
   private readonly stderr: StderrSink;
   private readonly busyRetries: number;
   private readonly busyRetryDelayMs: number;
@@ -126,6 +144,12 @@ export class ExecPluginExecutor implements PluginExecutor {
     this.busyRetryDelayMs = opts.busyRetryDelayMs ?? 1000;
     this.maxOutputBytes = opts.maxOutputBytes ?? 16 * 1024 * 1024;
   }
+
+  /** Start the plugin with `stdin` fed to it; throws (or rejects `exited`) when it cannot start. */
+  protected abstract start(pluginPath: string, stdin: Buffer, env: Record<string, string>): PluginProcess;
+
+  /** The errno of a failure to start the plugin when `e` is one ('' if unknown); undefined otherwise. */
+  protected abstract startErrno(e: unknown): string | undefined;
 
   findInPath(type: string, paths: readonly string[]): string {
     return findInPath(type, paths);
@@ -145,86 +169,28 @@ export class ExecPluginExecutor implements PluginExecutor {
       try {
         return await this.runOnce(pluginPath, stdin, env, opts);
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ETXTBSY' || attempt >= this.busyRetries) {
-          throw e instanceof TapnetError ? e : spawnError(pluginPath, e);
-        }
+        const errno = this.startErrno(e);
+        if (errno === undefined) throw e;
+        if (errno !== 'ETXTBSY' || attempt >= this.busyRetries) throw startError(pluginPath, e, errno);
         await sleep(this.busyRetryDelayMs, opts.signal);
       }
     }
   }
 
-  private runOnce(
+  private async runOnce(
     pluginPath: string,
     stdin: Buffer,
     env: Record<string, string>,
     opts: ExecOptions,
   ): Promise<Buffer> {
     const { signal, timeoutMs } = opts;
-    if (signal?.aborted) return Promise.reject(abortedError(signal, { plugin: pluginPath }));
-    // Own process group, so a timeout or abort also kills whatever the plugin started.
+    if (signal?.aborted) throw abortedError(signal, { plugin: pluginPath });
     const t0 = performance.now();
-    const child = spawn(pluginPath, [], { env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    const child = this.start(pluginPath, stdin, env);
     opts.onSpawned?.(performance.now() - t0);
-    return new Promise<Buffer>((resolve, reject) => {
-      const out: Buffer[] = [];
-      const err: Buffer[] = [];
-      let outLen = 0;
-      let errLen = 0;
-      let failure: unknown;
-      let settled = false;
-      let timer: NodeJS.Timeout | undefined;
-
-      const finish = (fn: () => void): void => {
-        if (settled) return;
-        settled = true;
-        if (timer) clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        fn();
-      };
-      const kill = (why: unknown): void => {
-        if (failure === undefined) failure = why;
-        killGroup(child);
-      };
-      const onAbort = (): void => kill(abortedError(signal!, { plugin: pluginPath }));
-      signal?.addEventListener('abort', onAbort, { once: true });
-      if (timeoutMs && timeoutMs > 0)
-        timer = setTimeout(() => kill(timeoutError(timeoutMs, { plugin: pluginPath })), timeoutMs);
-
-      const tooMuch = (): TapnetError =>
-        new CniError(CNI_ERROR.UNKNOWN, `netplugin output exceeds ${this.maxOutputBytes} bytes`, '', {
-          details: { plugin: pluginPath },
-        });
-      child.stdout!.on('data', (c: Buffer) => {
-        outLen += c.length;
-        if (outLen > this.maxOutputBytes) return kill(tooMuch());
-        out.push(c);
-      });
-      child.stderr!.on('data', (c: Buffer) => {
-        errLen += c.length;
-        if (errLen > this.maxOutputBytes) return kill(tooMuch());
-        err.push(c);
-      });
-      child.stdin!.on('error', () => {
-        // EPIPE: the plugin exited without reading its input; its exit status tells the rest.
-      });
-      child.on('error', (e) => finish(() => reject(e)));
-      // After a kill, do not wait for pipes that a surviving grandchild may hold open.
-      child.on('exit', () => {
-        if (failure !== undefined) finish(() => reject(failure));
-      });
-      child.on('close', (code, sig) => {
-        finish(() => {
-          if (failure !== undefined) return reject(failure);
-          const stdout = Buffer.concat(out);
-          const stderr = Buffer.concat(err);
-          if (code !== 0)
-            return reject(pluginErrorFrom(stdout, stderr, describeExit(code, sig), { plugin: pluginPath }));
-          if (stderr.length > 0) this.writeStderr(stderr, pluginPath);
-          resolve(stdout);
-        });
-      });
-      child.stdin!.end(stdin);
-    });
+    const { stdout, stderr } = await collect(child, pluginPath, this.maxOutputBytes, signal, timeoutMs);
+    if (stderr.length > 0) this.writeStderr(stderr, pluginPath);
+    return stdout;
   }
 
   private writeStderr(chunk: Buffer, pluginPath: string): void {
@@ -239,29 +205,145 @@ export class ExecPluginExecutor implements PluginExecutor {
   }
 }
 
-function killGroup(child: ChildProcess): void {
-  if (child.pid === undefined) return;
-  try {
-    process.kill(-child.pid, 'SIGKILL');
-  } catch {
-    try {
-      child.kill('SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
+/**
+ * Wait for a plugin: its output (capped), its exit; kill its group on timeout, abort or overflow.
+ * Resolves on exit 0 once both pipes are closed; a non-zero exit is the plugin's error; after a kill,
+ * the error is thrown as soon as the plugin is reaped (a surviving grandchild may hold the pipes open).
+ */
+function collect(
+  child: PluginProcess,
+  pluginPath: string,
+  maxOutputBytes: number,
+  signal: AbortSignal | undefined,
+  timeoutMs: number | undefined,
+): Promise<{ stdout: Buffer; stderr: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let failure: unknown;
+    let settled = false;
+    let timer: NodeJS.Timeout | undefined;
+    let open = 2;
+    let status: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+
+    const finish = (fn: () => void): void => {
+      if (settled) return;
+      settled = true;
+      if (timer) clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      fn();
+    };
+    const kill = (why: unknown): void => {
+      if (failure === undefined) failure = why;
+      child.killGroup();
+    };
+    const onAbort = (): void => kill(abortedError(signal!, { plugin: pluginPath }));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (timeoutMs && timeoutMs > 0)
+      timer = setTimeout(() => kill(timeoutError(timeoutMs, { plugin: pluginPath })), timeoutMs);
+
+    const done = (): void => {
+      if (open > 0 || status === undefined) return;
+      finish(() => {
+        if (failure !== undefined) return reject(failure);
+        const stdout = Buffer.concat(out);
+        const stderr = Buffer.concat(err);
+        if (status!.code !== 0) {
+          const how = describeExit(status!.code, status!.signal);
+          return reject(pluginErrorFrom(stdout, stderr, how, { plugin: pluginPath }));
+        }
+        resolve({ stdout, stderr });
+      });
+    };
+    const capture = (stream: Readable, into: Buffer[]): void => {
+      let length = 0;
+      stream.on('data', (c: Buffer) => {
+        length += c.length;
+        if (length > maxOutputBytes) {
+          kill(
+            new CniError(CNI_ERROR.UNKNOWN, `netplugin output exceeds ${maxOutputBytes} bytes`, '', {
+              details: { plugin: pluginPath },
+            }),
+          );
+          return;
+        }
+        into.push(c);
+      });
+      stream.on('error', () => undefined); // a read error ends the stream like EOF; the exit status decides
+      stream.once('close', () => {
+        open--;
+        done();
+      });
+    };
+    capture(child.stdout, out);
+    capture(child.stderr, err);
+    child.exited.then(
+      (s) => {
+        status = s;
+        if (failure !== undefined) {
+          child.closePipes();
+          finish(() => reject(failure));
+        } else done();
+      },
+      (e: unknown) => finish(() => reject(e)),
+    );
+  });
 }
 
-function spawnError(pluginPath: string, e: unknown): CniError {
-  const err = e as NodeJS.ErrnoException;
+/** The error of a plugin that could not be started (libcni's words: "fork/exec"). */
+function startError(pluginPath: string, e: unknown, errno: string): CniError {
+  const why =
+    e instanceof TapnetError && typeof e.details.reason === 'string'
+      ? e.details.reason
+      : ((e as Error | undefined)?.message ?? errno);
   return new CniError(
     CNI_ERROR.UNKNOWN,
-    `netplugin failed with no error message: fork/exec ${pluginPath}: ${err.message}`,
+    `netplugin failed with no error message: fork/exec ${pluginPath}: ${why}`,
     '',
-    {
-      cause: e,
-      ...(err.code ? { errno: err.code } : {}),
-      details: { plugin: pluginPath },
-    },
+    { cause: e, ...(errno ? { errno } : {}), details: { plugin: pluginPath } },
   );
+}
+
+/** The portable executor: plugins are executables on disk, run with Node's spawn() (fork + exec). */
+export class ExecPluginExecutor extends ProcessPluginExecutor {
+  protected start(pluginPath: string, stdin: Buffer, env: Record<string, string>): PluginProcess {
+    // Own process group, so a timeout or abort also kills whatever the plugin started.
+    const child = spawn(pluginPath, [], { env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+      child.once('error', reject);
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+    });
+    exited.catch(() => undefined); // collect() handles it
+    child.stdin!.on('error', () => {
+      // EPIPE: the plugin exited without reading its input; its exit status tells the rest.
+    });
+    child.stdin!.end(stdin);
+    return {
+      stdout: child.stdout!,
+      stderr: child.stderr!,
+      exited,
+      killGroup() {
+        if (child.pid === undefined) return;
+        try {
+          process.kill(-child.pid, 'SIGKILL');
+        } catch {
+          try {
+            child.kill('SIGKILL');
+          } catch {
+            // already gone
+          }
+        }
+      },
+      closePipes() {
+        child.stdout!.destroy();
+        child.stderr!.destroy();
+      },
+    };
+  }
+
+  protected startErrno(e: unknown): string | undefined {
+    // Everything but our own errors comes from spawn() (ENOENT, EACCES, ETXTBSY, …).
+    if (e instanceof TapnetError) return undefined;
+    return (e as NodeJS.ErrnoException | undefined)?.code ?? '';
+  }
 }
