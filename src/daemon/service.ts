@@ -95,7 +95,7 @@ export class ManagerService implements TapnetApi {
 
   /** Release, after sampling the VM's usage one last time (its TAP's counters die with it). */
   async release(vmId: string, opts: { wait?: boolean } = {}): Promise<void> {
-    await this.usageLedger.sample(this.manager, { vmIds: [vmId] }).catch(() => undefined);
+    await this.usageLedger.sample(this.manager, { vmIds: [vmId], final: true }).catch(() => undefined);
     return this.manager.release(vmId, opts.wait ? { wait: true } : {});
   }
 

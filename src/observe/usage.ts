@@ -242,8 +242,8 @@ export class UsageLedger {
   /** `<stateDir>/usage`. */
   readonly dir: string;
   private queue: Promise<unknown> = Promise.resolve();
-  /** The samples of a few VMs waiting to run together (see sample()). */
-  private batch: Batch | undefined;
+  /** The samples of a few VMs waiting to run together, by `final` (see sample()). */
+  private readonly batches = new Map<boolean, Batch>();
   /** VMs whose entry this process saw released (final until re-ensured or collected). */
   private readonly released = new Set<string>();
 
@@ -308,21 +308,28 @@ export class UsageLedger {
   /**
    * Read the TAPs of `vmIds` (every VM with a record when undefined), fold the counters in and persist
    * them; VMs with a usage file but no record any more get their final totals (state released).
+   * `final`: the VMs are about to be released (the daemon's last reading before a release): their entries
+   * are marked released at once (a failed release turns them active again at the next sample).
    * Returns the entries of `vmIds` (or all).
    */
-  async sample(m: NetworkManager, opts: { vmIds?: readonly string[] } = {}): Promise<UsageReport> {
+  async sample(
+    m: NetworkManager,
+    opts: { vmIds?: readonly string[]; final?: boolean } = {},
+  ): Promise<UsageReport> {
     const ids = opts.vmIds?.map((v) => validateVmId(v));
-    if (!ids) return this.locked(() => this.pass(m, undefined, true, true));
+    if (!ids) return this.locked(() => this.pass(m, { report: true, sync: true }));
     // Concurrent samples of a few VMs (one per release, through the daemon) share one pass: one lock,
     // one TAP reading and one sync for the whole group instead of one each, in a row.
-    let b = this.batch;
+    const final = opts.final === true;
+    let b = this.batches.get(final);
     if (!b || b.m !== m) {
       const group = { m, ids: new Set<string>() } as Batch;
       group.run = this.locked(() => {
-        if (this.batch === group) this.batch = undefined;
-        return this.pass(m, [...group.ids], true, false);
+        if (this.batches.get(final) === group) this.batches.delete(final);
+        return this.pass(m, { ids: [...group.ids], report: true, sync: false, final });
       });
-      this.batch = b = group;
+      this.batches.set(final, group);
+      b = group;
     }
     for (const id of ids) b.ids.add(id);
     const r = await b.run;
@@ -339,22 +346,21 @@ export class UsageLedger {
    * report, so the final totals of released VMs, which no sample changes, are not read again.
    */
   async refresh(m: NetworkManager): Promise<{ problems: Problems }> {
-    const r = await this.locked(() => this.pass(m, undefined, false, true));
+    const r = await this.locked(() => this.pass(m, { report: false, sync: true }));
     return { problems: r.problems };
   }
 
   /**
    * One pass, under the lock: `ids` (every VM when undefined); `report`: return every entry; `sync`: fsync
-   * what it wrote. The samples of a few VMs (a release's last reading) are written on the thread pool and
+   * what it wrote; `final`: these VMs are being released (their entries end released). The samples of a few VMs (a release's last reading) are written on the thread pool and
    * not fsynced, like the VM records: a machine crash within the kernel's writeback delay (seconds) may
    * lose the last reading of VMs released just before it, never a file half-written.
    */
   private async pass(
     m: NetworkManager,
-    ids: string[] | undefined,
-    report: boolean,
-    sync: boolean,
+    opts: { ids?: string[]; report: boolean; sync: boolean; final?: boolean },
   ): Promise<UsageReport> {
+    const { ids, report, sync } = opts;
     {
       // A batch (releases waiting on it) writes on the thread pool, so the event loop keeps serving.
       const writes: Promise<void>[] = [];
@@ -390,10 +396,15 @@ export class UsageLedger {
           raw: rawUsage(t),
           epoch: t.epoch,
         };
-        const next = advanceUsage(prev, o, now);
-        if (next) save(next);
-        this.released.delete(r.vmId);
-        out.set(r.vmId, next ?? prev!);
+        let entry = advanceUsage(prev, o, now);
+        // The last reading of a VM being released is its final one: mark it so now, in the same write,
+        // so that full passes do not read and rewrite every file of every VM released since.
+        const released = opts.final ? releaseUsage(entry ?? prev!, now) : undefined;
+        if (released) entry = released;
+        if (entry) save(entry);
+        if (opts.final) this.released.add(r.vmId);
+        else this.released.delete(r.vmId);
+        out.set(r.vmId, entry ?? prev!);
       }
       const known = new Set(records.map((r) => r.vmId));
       for (const id of ids ?? this.ids()) {

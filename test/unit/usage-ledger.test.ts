@@ -311,6 +311,35 @@ describe('UsageLedger: files under the state directory', () => {
     assert.equal(r.vms[0]!.guestRx.bytes, expected);
   });
 
+  it("a release's final sample marks the entry released at once; a release that failed turns it active again", async () => {
+    const w = fakeWorld();
+    const ledger = new UsageLedger(join(dir, 'f'), w.read);
+    w.addVm('vm1');
+    w.kernel.get('vm1')!.rx = 700;
+    let r = await ledger.sample(w.m, { vmIds: ['vm1'], final: true });
+    assert.deepEqual(
+      r.vms.map((v) => [v.state, v.guestRx.bytes, typeof v.releasedAt]),
+      [['released', 700, 'string']],
+    );
+    // The release failed: the VM still has its network, and its counters keep growing.
+    w.kernel.get('vm1')!.rx = 900;
+    await ledger.refresh(w.m);
+    r = await ledger.sample(w.m);
+    assert.deepEqual(
+      r.vms.map((v) => [v.state, v.guestRx.bytes]),
+      [['active', 900]],
+    );
+    // Released for real: the refresh leaves the final entry as it is.
+    await ledger.sample(w.m, { vmIds: ['vm1'], final: true });
+    w.records.delete('vm1');
+    await ledger.refresh(w.m);
+    r = await ledger.sample(w.m);
+    assert.deepEqual(
+      r.vms.map((v) => [v.state, v.guestRx.bytes]),
+      [['released', 900]],
+    );
+  });
+
   it('concurrent samples of single VMs (releases) share passes; each answer holds its own VM', async () => {
     const w = fakeWorld();
     let passes = 0;
