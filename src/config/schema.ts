@@ -98,6 +98,8 @@ export const daemonConfigSchema = z
         maxVms: z.number().int().min(0).max(100_000).default(1000),
         /** How often the daemon samples every VM's counters into the usage export; 0: only on demand and at release. */
         usageIntervalSeconds: z.number().int().min(0).max(86_400).default(60),
+        /** Released VMs' final totals not collected within this many hours are forgotten; 0: kept until collected. */
+        usageRetentionHours: z.number().int().min(0).max(87_600).default(168),
       })
       .strict()
       .prefault({}),

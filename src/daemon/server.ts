@@ -214,10 +214,15 @@ export class Daemon {
         return out;
       },
     };
-    service.startUsageSampling(loaded.config.daemon.metrics.usageIntervalSeconds * 1000, (e) => {
-      const t = toTapnetError(e);
-      this.logger.warn({ op: 'usage', code: t.code, error: t.toJSON() }, 'usage sample failed');
-    });
+    const { usageIntervalSeconds, usageRetentionHours } = loaded.config.daemon.metrics;
+    service.startUsageSampling(
+      usageIntervalSeconds * 1000,
+      (e) => {
+        const t = toTapnetError(e);
+        this.logger.warn({ op: 'usage', code: t.code, error: t.toJSON() }, 'usage sample failed');
+      },
+      { retentionMs: usageRetentionHours * 3_600_000 },
+    );
     return { api: service, source };
   }
 

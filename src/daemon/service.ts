@@ -60,6 +60,7 @@ export class ManagerService implements TapnetApi {
   readonly usageLedger: UsageLedger;
   private usageTimer: NodeJS.Timeout | undefined;
   private usagePass: Promise<unknown> | undefined;
+  private usageRetentionMs: number | undefined;
 
   constructor(
     readonly manager: NetworkManager,
@@ -134,7 +135,10 @@ export class ManagerService implements TapnetApi {
 
   /** Sample every VM's usage now (the daemon: periodically, and before releasing everything). */
   sampleUsage(): Promise<{ problems: UsageReport['problems'] }> {
-    const pass = this.usageLedger.refresh(this.manager);
+    const pass = this.usageLedger.refresh(
+      this.manager,
+      this.usageRetentionMs !== undefined ? { retentionMs: this.usageRetentionMs } : {},
+    );
     const settled = pass.then(
       () => undefined,
       () => undefined,
@@ -150,8 +154,13 @@ export class ManagerService implements TapnetApi {
    * Sample every `intervalMs` (0: never) until close(), which samples a last time. Failures go to
    * `onError`; the next pass retries.
    */
-  startUsageSampling(intervalMs: number, onError: (e: unknown) => void): void {
+  startUsageSampling(
+    intervalMs: number,
+    onError: (e: unknown) => void,
+    opts: { retentionMs?: number } = {},
+  ): void {
     if (intervalMs <= 0 || this.usageTimer) return;
+    this.usageRetentionMs = opts.retentionMs;
     this.usageTimer = setInterval(() => {
       if (!this.usagePass) this.sampleUsage().catch(onError);
     }, intervalMs);

@@ -19,7 +19,7 @@ import type { FirewallPort } from '../firewall/types.js';
 import type { PoolRequest } from '../ipam/ipam.js';
 import { poolKey } from '../ipam/layout.js';
 import { listAllLeases, orphansAmong, type PoolLeases, releaseOrphans } from '../ipam/reconcile.js';
-import { listLinks, setLink } from '../net/link.js';
+import { findLink, listLinks, setLink } from '../net/link.js';
 import { cniDel, vmNetnsIds, vmNetnsName } from './cni-mode.js';
 import { faultPoint } from './faults.js';
 import type { NetworkManager } from './manager.js';
@@ -35,6 +35,8 @@ export async function reconcile(
   opts: { signal?: AbortSignal } = {},
 ): Promise<ReconcileReport> {
   const report = emptyReport();
+  // TAPs this process is deleting in the background (released VMs) are not orphans: let them go first.
+  await m.settled();
   const fail = (what: string, e: unknown): void => {
     const t = toTapnetError(e, 'ERR_INTERNAL', what);
     report.errors.push({ code: t.code, message: t.message });
@@ -137,6 +139,8 @@ export async function reconcile(
         if (await m.store.records.get(owner)) continue; // created meanwhile: not an orphan
       }
       faultPoint('reconcile:orphans'); // test builds only: TAPNET_FAULTS (faults.ts)
+      // Deleted meanwhile (by the process that released the VM, which held its lock until then).
+      if (owner) s.taps = s.taps.filter((tap) => findLink(m.nl, tap) !== undefined);
       if (s.ports.length) {
         m.firewall.removePorts(s.ports);
         report.orphanFirewallElements.push(...s.ports.map((p) => p.ifname));

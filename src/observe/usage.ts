@@ -244,8 +244,10 @@ export class UsageLedger {
   private queue: Promise<unknown> = Promise.resolve();
   /** The samples of a few VMs waiting to run together, by `final` (see sample()). */
   private readonly batches = new Map<boolean, Batch>();
-  /** VMs whose entry this process saw released (final until re-ensured or collected). */
-  private readonly released = new Set<string>();
+  /** VMs whose entry this process saw released, with when (final until re-ensured or collected). */
+  private readonly released = new Map<string, number>();
+  /** Final entries forgotten because nobody collected them within the retention (see refresh()). */
+  expired = 0;
 
   /** `read` reads the TAPs (tests substitute a fake; it must be synchronous, like readTaps). */
   constructor(
@@ -344,9 +346,16 @@ export class UsageLedger {
   /**
    * Sample every VM for the ledger's sake (the daemon's periodic pass): like sample(), but without a
    * report, so the final totals of released VMs, which no sample changes, are not read again.
+   * `retentionMs` (> 0): forget final totals released longer ago than that and never collected.
    */
-  async refresh(m: NetworkManager): Promise<{ problems: Problems }> {
-    const r = await this.locked(() => this.pass(m, { report: false, sync: true }));
+  async refresh(m: NetworkManager, opts: { retentionMs?: number } = {}): Promise<{ problems: Problems }> {
+    const r = await this.locked(() =>
+      this.pass(m, {
+        report: false,
+        sync: true,
+        ...(opts.retentionMs !== undefined ? { retentionMs: opts.retentionMs } : {}),
+      }),
+    );
     return { problems: r.problems };
   }
 
@@ -358,7 +367,7 @@ export class UsageLedger {
    */
   private async pass(
     m: NetworkManager,
-    opts: { ids?: string[]; report: boolean; sync: boolean; final?: boolean },
+    opts: { ids?: string[]; report: boolean; sync: boolean; final?: boolean; retentionMs?: number },
   ): Promise<UsageReport> {
     const { ids, report, sync } = opts;
     {
@@ -402,20 +411,34 @@ export class UsageLedger {
         const released = opts.final ? releaseUsage(entry ?? prev!, now) : undefined;
         if (released) entry = released;
         if (entry) save(entry);
-        if (opts.final) this.released.add(r.vmId);
+        if (opts.final) this.released.set(r.vmId, Date.parse(now));
         else this.released.delete(r.vmId);
         out.set(r.vmId, entry ?? prev!);
       }
       const known = new Set(records.map((r) => r.vmId));
+      const expireBefore =
+        opts.retentionMs !== undefined && opts.retentionMs > 0
+          ? Date.parse(now) - opts.retentionMs
+          : undefined;
       for (const id of ids ?? this.ids()) {
         if (known.has(id)) continue;
-        if (!report && this.released.has(id)) continue; // final: nothing to fold in
-        const prev = this.load(id, problems);
-        if (!prev) continue;
-        const next = releaseUsage(prev, now);
-        if (next) save(next);
-        if ((next ?? prev).state === 'released') this.released.add(id);
-        out.set(id, next ?? prev);
+        let at = this.released.get(id);
+        if (at === undefined || report) {
+          const prev = this.load(id, problems);
+          if (!prev) continue;
+          const next = releaseUsage(prev, now);
+          if (next) save(next);
+          const entry = next ?? prev;
+          if (entry.state === 'released') this.released.set(id, (at = Date.parse(entry.releasedAt ?? now)));
+          out.set(id, entry);
+        }
+        // Final totals nobody collected within the retention: forgotten, or they would pile up forever.
+        if (expireBefore !== undefined && at !== undefined && at < expireBefore) {
+          this.sd.remove(this.file(id));
+          this.released.delete(id);
+          out.delete(id);
+          this.expired++;
+        }
       }
       await Promise.all(writes);
       if (sync) await this.sd.sync();

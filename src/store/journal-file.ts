@@ -98,16 +98,24 @@ export function appendText(fd: number, file: string, text: string): number {
   } catch (e) {
     throw storeError('append to', file, e);
   }
-  if (n !== data.length) {
-    throw new TapnetError(
-      'ERR_STORE',
-      `state store: wrote only ${n} of ${data.length} bytes to ${file} (disk full?)`,
-      {
-        details: { path: file, op: 'append to' },
-      },
-    );
+  // A short write (the disk filled up mid-line): write the rest, so that the kernel either takes it or
+  // says why not (ENOSPC, EDQUOT, …). A line left torn is skipped by readers, and the next writer
+  // starts a fresh one.
+  for (let off = n; off < data.length; off += n) {
+    try {
+      n = fs.writeSync(fd, data, off, data.length - off);
+    } catch (e) {
+      throw storeError('append to', file, e);
+    }
+    if (n === 0) {
+      throw new TapnetError(
+        'ERR_STORE',
+        `state store: wrote only ${off} of ${data.length} bytes to ${file} (disk full?)`,
+        { details: { path: file, op: 'append to' } },
+      );
+    }
   }
-  return n;
+  return data.length;
 }
 
 /**

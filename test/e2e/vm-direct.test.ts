@@ -228,7 +228,7 @@ describe('microVMs in direct mode (QEMU; TAP by fd and by name)', { skip }, () =
     vm('vm-a2').kill('SIGKILL');
     const exit = await vm('vm-a2').exited;
     assert.equal(exit.signal, 'SIGKILL');
-    await m.release('vm-a2');
+    await m.release('vm-a2', { wait: true });
     vms.delete('vm-a2');
     infos.delete('vm-a2');
     assert.equal(findLink(t.nl, info.tap), undefined, 'no TAP');

@@ -97,7 +97,10 @@ describe('crash recovery: SIGKILL at random moments of ensure/release, then reco
         [0, 0, 0, 0, 0],
       );
       // Clean up everything.
-      await m.releaseMany(list.map((i) => i.vmId));
+      await m.releaseMany(
+        list.map((i) => i.vmId),
+        { wait: true },
+      );
       assert.equal(listLinks(t.nl, { kind: 'tun' }).length, 0);
     } finally {
       await m.close();

@@ -95,7 +95,7 @@ describe('NetworkManager: per-VM policies and bandwidth limits', { skip }, () =>
 
   it('release removes the policy, the limits and the IFB', async () => {
     const info = await m.ensure('web2', { policy: WEB, bandwidth: { tx: { rateBps: 1_000_000 } } });
-    await m.release('web2');
+    await m.release('web2', { wait: true });
     assert.ok(!m.firewall.listPolicies().some((p) => ownedBy(p, info.tap, info.ipv4!)));
     assert.equal(findLink(t.nl, ifbName(info.tap)), undefined);
     await m.release('web');

@@ -172,7 +172,7 @@ describe('NetworkManager, bridge topology', { skip }, () => {
 
   it('release is a no-op for unknown VMs and the second time', async () => {
     const info = await m.ensure('vm-twice');
-    await m.release('vm-twice');
+    await m.release('vm-twice', { wait: true });
     await m.release('vm-twice');
     await m.release('never-existed');
     assert.equal(findLink(c.t.nl, info.tap), undefined);
@@ -351,7 +351,7 @@ describe('NetworkManager, routed topology', { skip }, () => {
     assert.equal(getSysctl(c.t.ns, `net/ipv4/conf/${info.tap}/proxy_arp`), '1');
     assert.equal(getSysctl(c.t.ns, `net/ipv4/conf/${info.tap}/rp_filter`), '1');
     assert.equal(getLink(c.t.nl, info.tap).master, undefined);
-    await m.release('r-1');
+    await m.release('r-1', { wait: true });
     const after = c.t.ipJson<{ dst: string }[]>('route', 'show');
     assert.ok(!after.some((r) => r.dst === ip));
   });

@@ -340,6 +340,40 @@ describe('UsageLedger: files under the state directory', () => {
     );
   });
 
+  it('the periodic pass forgets final totals nobody collected within the retention', async () => {
+    const w = fakeWorld();
+    const state = join(dir, 'g');
+    const ledger = new UsageLedger(state, w.read);
+    for (const id of ['old', 'young', 'live']) w.addVm(id);
+    await ledger.sample(w.m, { vmIds: ['old'], final: true });
+    w.records.delete('old');
+    await new Promise((r) => setTimeout(r, 30));
+    await ledger.sample(w.m, { vmIds: ['young'], final: true });
+    w.records.delete('young');
+    await ledger.refresh(w.m, { retentionMs: 20 });
+    assert.equal(ledger.expired, 1);
+    assert.deepEqual(
+      readdirSync(join(state, 'usage'))
+        .filter((f) => f.endsWith('.json'))
+        .sort(),
+      ['live.json', 'young.json'],
+    );
+    // A new process (restart) finds the files, and expires them the same way.
+    await new Promise((r) => setTimeout(r, 30));
+    const again = new UsageLedger(state, w.read);
+    await again.refresh(w.m, { retentionMs: 20 });
+    assert.equal(again.expired, 1);
+    assert.deepEqual(
+      (await again.sample(w.m)).vms.map((v) => v.vmId),
+      ['live'],
+    );
+    await again.refresh(w.m, {}); // no retention: nothing forgotten
+    assert.deepEqual(
+      (await again.sample(w.m)).vms.map((v) => v.vmId),
+      ['live'],
+    );
+  });
+
   it('concurrent samples of single VMs (releases) share passes; each answer holds its own VM', async () => {
     const w = fakeWorld();
     let passes = 0;
