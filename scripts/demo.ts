@@ -315,7 +315,7 @@ async function main(): Promise<number> {
       }),
     );
     console.log(`  QEMU stopped (${rows.filter((r) => r.vm).length} VMs)`);
-    const rel = await m.releaseMany([...VM_IDS, CNI_VM]);
+    const rel = await m.releaseMany([...VM_IDS, CNI_VM], { wait: true });
     console.log(
       `  released ${rel.released.length} VM networks${rel.failed.length ? `, ${rel.failed.length} failed` : ''}`,
     );
