@@ -383,6 +383,9 @@ export class NetworkManager {
         mtu: net.mtu,
         up: true,
         alias: tapAlias(r.vmId),
+        // Out of any reaper's group: a TAP of this name that a crashed process had doomed (and left) is
+        // taken over here, and must not go with that group if its number comes round again.
+        linkGroup: 0,
         // Bridge ports and IPv4-only routed TAPs need no IPv6 on the host side (routed IPv6 uses fe80::1).
         disableIpv6: !routed || !r.ipv6,
       },

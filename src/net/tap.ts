@@ -175,7 +175,9 @@ export function createTap(o: TapOptions, nl?: NetlinkSocket): Tap {
       ioctlInt(first, TUNSETOWNER, validateInt(o.owner, 'owner uid', 0, 0xfffffffe), 'TUNSETOWNER');
     if (o.group !== undefined)
       ioctlInt(first, TUNSETGROUP, validateInt(o.group, 'group gid', 0, 0xfffffffe), 'TUNSETGROUP');
-    if (persistent) ioctlInt(first, TUNSETPERSIST, 1, 'TUNSETPERSIST');
+    // Not persistent: also when the name was a persistent TAP a crash left, which TUNSETIFF attached to;
+    // it becomes the fd TAP asked for, gone with its last fd (else it would outlive its VMM).
+    ioctlInt(first, TUNSETPERSIST, persistent ? 1 : 0, 'TUNSETPERSIST');
     if (wantLink) {
       const req: LinkRequest = { name };
       if (o.master !== undefined) req.master = o.master;

@@ -121,6 +121,15 @@ describe('links, TAPs, addresses and routes against the kernel', { skip }, () =>
     assert.equal(findLink(t.nl, 'ttapmq'), undefined);
   });
 
+  it('an fd TAP made over a persistent one a crash left is not persistent: it goes with its fds', async () => {
+    createTap({ name: 'ttapleft', nsFd: t.ns.fd }); // the leftover: persistent, no fd
+    const tap = createTap({ name: 'ttapleft', nsFd: t.ns.fd, persistent: false }, t.nl);
+    assert.equal(tap.fds.length, 1);
+    assert.equal(getLink(t.nl, 'ttapleft').tun?.persist, false);
+    await closeTapFds(tap.fds);
+    assert.equal(findLink(t.nl, 'ttapleft'), undefined);
+  });
+
   it('exclusive create refuses an existing device with ERR_CONFLICT', () => {
     createTap({ name: 'ttapx', nsFd: t.ns.fd }, t.nl);
     assert.throws(
