@@ -29,7 +29,9 @@ export class LinkReaper {
   private pending: Batch | undefined;
   /** Names moved into the group and not yet confirmed gone, with their "gone" promise. */
   private readonly dying = new Map<string, Promise<void>>();
-  private deleting: Promise<void> = Promise.resolve();
+  /** Callers of the next group deletion (all links moved before it starts go with it). */
+  private waiting: Waiter[] = [];
+  private deleting = false;
 
   /**
    * @param nl   synchronous socket (for the batched moves)
@@ -85,9 +87,7 @@ export class LinkReaper {
       return;
     }
     const doomed = batch.names.filter((n) => !moved.has(n));
-    // One group deletion at a time; links moved meanwhile ride along with the next one.
-    const gone = this.deleting.then(() => this.deleteGroup());
-    this.deleting = gone.catch(() => undefined);
+    const gone = this.nextDeletion();
     for (const n of doomed) {
       const p = gone.finally(() => {
         if (this.dying.get(n) === p) this.dying.delete(n);
@@ -100,6 +100,36 @@ export class LinkReaper {
       if (f) w.reject(f);
       else w.resolve();
     });
+  }
+
+  /**
+   * Resolves when a group deletion that starts after this call has finished. One deletion at a time, and
+   * however many links are moved while one runs, they all go with the next single one: deletions keep
+   * up with any rate of releases (one per grace period, whatever the batch), and nothing queues up.
+   */
+  private nextDeletion(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ resolve, reject });
+      if (!this.deleting) void this.pump();
+    });
+  }
+
+  private async pump(): Promise<void> {
+    this.deleting = true;
+    try {
+      while (this.waiting.length) {
+        const batch = this.waiting.splice(0);
+        try {
+          await this.deleteGroup();
+          for (const w of batch) w.resolve();
+        } catch (e) {
+          const err = toTapnetError(e, 'ERR_NETLINK', 'delete the link group');
+          for (const w of batch) w.reject(err);
+        }
+      }
+    } finally {
+      this.deleting = false;
+    }
   }
 
   private async deleteGroup(): Promise<void> {
