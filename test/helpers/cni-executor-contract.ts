@@ -28,26 +28,38 @@ import type { CniCommand } from '../../src/cni/inprocess.js';
 import { buildEnv } from '../../src/cni/invoke.js';
 import { isTapnetError } from '../../src/errors.js';
 
-/** Register the contract's tests for the executors `make` builds. */
-export function executorContract(title: string, make: (o: ExecExecutorOptions) => PluginExecutor): void {
-  const root = mkdtempSync(join(tmpdir(), 'tapnet-cni-contract-'));
+/** A temp directory of shell-script plugins, and the environment a plugin call gets. */
+export function pluginBin(prefix: string) {
+  const root = mkdtempSync(join(tmpdir(), prefix));
   const bin = join(root, 'bin');
   mkdirSync(bin);
-  function plugin(name: string, script: string): string {
-    const p = join(bin, name);
-    writeFileSync(p, `#!/bin/sh\n${script}\n`, { mode: 0o755 });
-    return p;
-  }
-  const env = (command: CniCommand = 'ADD') =>
-    buildEnv(
-      { command, containerId: 'c1', netns: '/run/netns/x', ifName: 'eth0', path: bin },
-      { PATH: process.env.PATH },
-    );
-  const alive = (pid: number): boolean =>
-    existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[2]!.startsWith('Z');
+  return {
+    root,
+    bin,
+    /** Write `bin/<name>` running `script` under /bin/sh; returns its path. */
+    plugin(name: string, script: string): string {
+      const p = join(bin, name);
+      writeFileSync(p, `#!/bin/sh\n${script}\n`, { mode: 0o755 });
+      return p;
+    },
+    env: (command: CniCommand = 'ADD') =>
+      buildEnv(
+        { command, containerId: 'c1', netns: '/run/netns/x', ifName: 'eth0', path: bin },
+        { PATH: process.env.PATH },
+      ),
+    /** Whether `pid` runs (a zombie does not). */
+    alive: (pid: number): boolean =>
+      existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[2]!.startsWith('Z'),
+    remove: () => rmSync(root, { recursive: true, force: true }),
+  };
+}
+
+/** Register the contract's tests for the executors `make` builds. */
+export function executorContract(title: string, make: (o: ExecExecutorOptions) => PluginExecutor): void {
+  const { root, bin, plugin, env, alive, remove } = pluginBin('tapnet-cni-contract-');
 
   describe(title, () => {
-    after(() => rmSync(root, { recursive: true, force: true }));
+    after(remove);
     const ex = make({ stderr: null });
 
     it('finds plugins in path order, regular files only (symlinks followed)', () => {

@@ -2,41 +2,16 @@
 // starts plugins with posix_spawn; plus what only it has to prove: nothing left unreaped, process
 // creation timed, the default executor choice, many plugins at once.
 import assert from 'node:assert/strict';
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { isCniError } from '../../src/cni/errors.js';
-import type { CniCommand } from '../../src/cni/inprocess.js';
-import { buildEnv } from '../../src/cni/invoke.js';
 import { defaultPluginExecutor, SpawnPluginExecutor } from '../../src/cni/spawn-executor.js';
 import { isTapnetError } from '../../src/errors.js';
 import { unreapedChildren } from '../../src/sys/spawn.js';
-import { executorContract } from '../helpers/cni-executor-contract.js';
+import { executorContract, pluginBin } from '../helpers/cni-executor-contract.js';
 
-const root = mkdtempSync(join(tmpdir(), 'tapnet-cni-spawn-'));
-const bin = join(root, 'bin');
-mkdirSync(bin);
-function plugin(name: string, script: string): string {
-  const p = join(bin, name);
-  writeFileSync(p, `#!/bin/sh\n${script}\n`, { mode: 0o755 });
-  return p;
-}
-const env = (command: CniCommand = 'ADD') =>
-  buildEnv(
-    { command, containerId: 'c1', netns: '/run/netns/x', ifName: 'eth0', path: bin },
-    { PATH: process.env.PATH },
-  );
-const _alive = (pid: number): boolean =>
-  existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').split(' ')[2]!.startsWith('Z');
+const { bin, plugin, env, remove } = pluginBin('tapnet-cni-spawn-');
 
 executorContract(
   'cni plugin executables through posix_spawn (SpawnPluginExecutor)',
@@ -44,7 +19,7 @@ executorContract(
 );
 
 describe('SpawnPluginExecutor beyond the contract', () => {
-  after(() => rmSync(root, { recursive: true, force: true }));
+  after(remove);
   const ex = new SpawnPluginExecutor({ stderr: null });
 
   it('leaves no child unreaped (and none in /proc) after successes, failures, kills and spawn errors', async () => {
