@@ -72,8 +72,8 @@ export class FakeApi implements TapnetApi {
     return { ...info, tapFds };
   }
 
-  async release(vmId: string): Promise<void> {
-    this.calls.push(`release ${vmId}`);
+  async release(vmId: string, opts: { wait?: boolean } = {}): Promise<void> {
+    this.calls.push(`release ${vmId}${opts.wait ? ' wait' : ''}`);
     this.maybeFail();
     this.vms.delete(vmId);
   }

@@ -61,6 +61,12 @@ describe('API routes (fake service, real Unix socket)', () => {
     assert.equal(d.text, '');
     assert.equal((await call('DELETE', '/v1/vms/vm1')).status, 204);
     assert.equal((await call('DELETE', '/v1/vms/never-existed')).status, 204);
+    // ?wait=true: answer once the kernel has deleted the TAP; anything but a boolean is refused.
+    assert.equal((await call('DELETE', '/v1/vms/vm2?wait=true')).status, 204);
+    assert.ok(f.api.calls.includes('release vm2 wait'));
+    const bad = await call('DELETE', '/v1/vms/vm2?wait=soon');
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json.code, 'ERR_INVALID_ARGUMENT');
     const g = await call('GET', '/v1/vms/vm1');
     assert.equal(g.status, 404);
     assert.deepEqual(g.json, {
