@@ -242,6 +242,8 @@ export class UsageLedger {
   /** `<stateDir>/usage`. */
   readonly dir: string;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Passes of a few VMs whose files could not be written after their callers went on. */
+  writeFailures = 0;
   /** The samples of a few VMs waiting to run together, by `final` (see sample()). */
   private readonly batches = new Map<boolean, Batch>();
   /** VMs whose entry this process saw released, with when (final until re-ensured or collected). */
@@ -326,9 +328,20 @@ export class UsageLedger {
     let b = this.batches.get(final);
     if (!b || b.m !== m) {
       const group = { m, ids: new Set<string>() } as Batch;
-      group.run = this.locked(() => {
+      // The callers (releases) go on as soon as the counters are read and folded in; the files are
+      // written after that, still under the lock, so every later pass (any process) reads them.
+      let folded!: (r: UsageReport) => void;
+      let failed!: (e: unknown) => void;
+      group.run = new Promise<UsageReport>((resolve, reject) => {
+        folded = resolve;
+        failed = reject;
+      });
+      this.locked(() => {
         if (this.batches.get(final) === group) this.batches.delete(final);
-        return this.pass(m, { ids: [...group.ids], report: true, sync: false, final });
+        return this.pass(m, { ids: [...group.ids], report: true, sync: false, final, folded });
+      }).then(folded, (e: unknown) => {
+        this.writeFailures++;
+        failed(e);
       });
       this.batches.set(final, group);
       b = group;
@@ -367,7 +380,15 @@ export class UsageLedger {
    */
   private async pass(
     m: NetworkManager,
-    opts: { ids?: string[]; report: boolean; sync: boolean; final?: boolean; retentionMs?: number },
+    opts: {
+      ids?: string[];
+      report: boolean;
+      sync: boolean;
+      final?: boolean;
+      retentionMs?: number;
+      /** Told the report once everything is folded in, before the files are written. */
+      folded?: (r: UsageReport) => void;
+    },
   ): Promise<UsageReport> {
     const { ids, report, sync } = opts;
     {
@@ -440,10 +461,12 @@ export class UsageLedger {
           this.expired++;
         }
       }
+      const vms = [...out.values()].map(usageEntry).sort((a, b) => a.vmId.localeCompare(b.vmId));
+      const result = { sampledAt: now, vms, problems };
+      opts.folded?.(result);
       await Promise.all(writes);
       if (sync) await this.sd.sync();
-      const vms = [...out.values()].map(usageEntry).sort((a, b) => a.vmId.localeCompare(b.vmId));
-      return { sampledAt: now, vms, problems };
+      return result;
     }
   }
 
