@@ -3,21 +3,7 @@
  * GET, PUT and DELETE /v1/vms/{vmId}/policy.
  */
 
-type Json = Record<string, unknown>;
-
-const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` });
-const json = (schema: Json, description: string): Json => ({
-  description,
-  content: { 'application/json': { schema } },
-});
-const error = (description: string): Json => json(ref('Error'), description);
-const vmId: Json = {
-  name: 'vmId',
-  in: 'path',
-  required: true,
-  description: 'VM id: 1-128 characters of A-Z a-z 0-9 _ . -',
-  schema: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$' },
-};
+import { error, type Json, json, ref, vmId } from './openapi-build.js';
 
 const rule: Json = {
   type: 'object',

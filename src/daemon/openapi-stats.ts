@@ -3,37 +3,22 @@
  * GET /v1/vms/{vmId}/stats, GET /v1/stats, GET /v1/usage, DELETE /v1/usage/{vmId}.
  */
 
-type Json = Record<string, unknown>;
+import {
+  arr,
+  error,
+  int,
+  type Json,
+  json,
+  nullable,
+  obj,
+  ref,
+  str,
+  time,
+  VM_ID_SCHEMA,
+  vmId,
+} from './openapi-build.js';
 
-const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` });
-const str = (description?: string): Json => ({ type: 'string', ...(description ? { description } : {}) });
-const int = (description?: string): Json => ({ type: 'integer', ...(description ? { description } : {}) });
-const time = (description?: string): Json => ({ ...str(description), format: 'date-time' });
-const arr = (items: Json): Json => ({ type: 'array', items });
-const obj = (properties: Record<string, Json>, required: string[] = []): Json => ({
-  type: 'object',
-  properties,
-  ...(required.length ? { required } : {}),
-});
-const nullable = (schema: Json, description: string): Json => ({
-  oneOf: [schema, { type: 'null' }],
-  description,
-});
 const mode: Json = { type: 'string', enum: ['direct', 'cni'] };
-const json = (schema: Json, description: string): Json => ({
-  description,
-  content: { 'application/json': { schema } },
-});
-const error = (description: string): Json => json(ref('Error'), description);
-
-const VM_ID_SCHEMA: Json = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$' };
-const vmId: Json = {
-  name: 'vmId',
-  in: 'path',
-  required: true,
-  description: 'VM id: 1-128 characters of A-Z a-z 0-9 _ . -',
-  schema: VM_ID_SCHEMA,
-};
 
 const counters = obj({ bytes: int(), packets: int(), errors: int(), dropped: int() }, [
   'bytes',

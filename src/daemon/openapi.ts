@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ERROR_CODES } from '../errors.js';
+import { arr, error, int, type Json, json, obj, ref, str, vmId } from './openapi-build.js';
 import { POLICY_PATHS, POLICY_SCHEMAS } from './openapi-policy.js';
 import { STATS_PATHS, STATS_SCHEMAS } from './openapi-stats.js';
 import { ensureBodySchema } from './schemas.js';
@@ -23,23 +24,10 @@ export const VERSION: string = (() => {
   }
 })();
 
-type Json = Record<string, unknown>;
-
 function fromZod(schema: z.ZodType): Json {
   const { $schema: _s, ...rest } = z.toJSONSchema(schema) as Json;
   return rest;
 }
-
-const ref = (name: string): Json => ({ $ref: `#/components/schemas/${name}` });
-const str = (description?: string): Json => ({ type: 'string', ...(description ? { description } : {}) });
-const int = (description?: string): Json => ({ type: 'integer', ...(description ? { description } : {}) });
-const arr = (items: Json): Json => ({ type: 'array', items });
-const obj = (properties: Record<string, Json>, required: string[] = [], description?: string): Json => ({
-  type: 'object',
-  properties,
-  ...(required.length ? { required } : {}),
-  ...(description ? { description } : {}),
-});
 
 const SCHEMAS: Record<string, Json> = {
   EnsureRequest: fromZod(ensureBodySchema),
@@ -160,18 +148,6 @@ const SCHEMAS: Record<string, Json> = {
   ),
 };
 
-const json = (schema: Json, description: string): Json => ({
-  description,
-  content: { 'application/json': { schema } },
-});
-const error = (description: string): Json => json(ref('Error'), description);
-const vmId: Json = {
-  name: 'vmId',
-  in: 'path',
-  required: true,
-  description: 'VM id: 1-128 characters of A-Z a-z 0-9 _ . -',
-  schema: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$' },
-};
 const ensureBody: Json = {
   required: false,
   content: { 'application/json': { schema: ref('EnsureRequest') } },
