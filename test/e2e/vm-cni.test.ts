@@ -9,7 +9,6 @@ import { get } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { firecrackerConflist, writeConflist } from '../../src/manager/cni-conflist.js';
 import { NetworkManager } from '../../src/manager/manager.js';
 import type { NetworkInfo } from '../../src/manager/types.js';
 import { deleteLink } from '../../src/net/link.js';
@@ -17,6 +16,7 @@ import { listNetns } from '../../src/net/netns.js';
 import { NetlinkSocket } from '../../src/netlink/socket.js';
 import { guestFixtureSkipReason } from '../../src/vm/fixture.js';
 import { QemuVm } from '../../src/vm/qemu.js';
+import { firecrackerCniNetworks } from '../helpers/cni-network.js';
 import { privSkipReason } from '../helpers/priv.js';
 
 const skip =
@@ -48,24 +48,10 @@ describe('a microVM in CNI mode (bridge → tc-redirect-tap, QEMU inside the nam
   const prefix = `tvcni${process.pid % 10000}`;
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tapnet-vmcni-'));
-    writeConflist(
-      join(dir, 'net.d'),
-      firecrackerConflist({ subnet: '198.18.70.0/24', bridge, dataDir: join(dir, 'ipam') }),
-    );
     m = await NetworkManager.open({
       stateDir: join(dir, 'state'),
       defaultNetwork: 'fc',
-      networks: {
-        fc: {
-          mode: 'cni',
-          cni: {
-            network: 'fcnet',
-            confDir: join(dir, 'net.d'),
-            cacheDir: join(dir, 'cache'),
-            netnsPrefix: prefix,
-          },
-        },
-      },
+      networks: firecrackerCniNetworks(dir, { subnet: '198.18.70.0/24', bridge, netnsPrefix: prefix }),
     });
   });
   after(async () => {

@@ -6,13 +6,13 @@ import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { isTapnetError } from '../../src/errors.js';
-import { firecrackerConflist, writeConflist } from '../../src/manager/cni-conflist.js';
 import type { ManagerConfigInput } from '../../src/manager/config.js';
 import { NetworkManager } from '../../src/manager/manager.js';
 import { deleteLink, findLink, getLink, listLinks } from '../../src/net/link.js';
 import { createNetns, deleteNetns, isNetnsMounted, listNetns, openNetns } from '../../src/net/netns.js';
 import { closeTapFds } from '../../src/net/tap.js';
 import { NetlinkSocket } from '../../src/netlink/socket.js';
+import { firecrackerCniNetworks } from '../helpers/cni-network.js';
 import { privSkipReason } from '../helpers/priv.js';
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), '../fixtures');
@@ -41,24 +41,10 @@ describe('NetworkManager in CNI mode: per-VM namespace, bridge → tc-redirect-t
   const host = NetlinkSocket.open();
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tapnet-cni-'));
-    writeConflist(
-      join(dir, 'net.d'),
-      firecrackerConflist({ subnet: '198.18.60.0/24', bridge, dataDir: join(dir, 'ipam') }),
-    );
     config = {
       stateDir: join(dir, 'state'),
       defaultNetwork: 'fc',
-      networks: {
-        fc: {
-          mode: 'cni',
-          cni: {
-            network: 'fcnet',
-            confDir: join(dir, 'net.d'),
-            cacheDir: join(dir, 'cache'),
-            netnsPrefix: prefix,
-          },
-        },
-      },
+      networks: firecrackerCniNetworks(dir, { subnet: '198.18.60.0/24', bridge, netnsPrefix: prefix }),
     };
     m = await NetworkManager.open(config);
   });

@@ -6,12 +6,12 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { firecrackerConflist, writeConflist } from '../../src/manager/cni-conflist.js';
 import { NetworkManager } from '../../src/manager/manager.js';
 import { findLink, getLink, listLinks } from '../../src/net/link.js';
 import { listNetns, openNetns } from '../../src/net/netns.js';
 import { NetlinkSocket } from '../../src/netlink/socket.js';
 import { unreapedChildren } from '../../src/sys/spawn.js';
+import { firecrackerCniNetworks } from '../helpers/cni-network.js';
 import { makeTestNetns, privSkipReason, type TestNetns } from '../helpers/priv.js';
 
 const skip =
@@ -28,25 +28,16 @@ describe('NetworkManager in CNI mode inside a managed namespace', { skip }, () =
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tapnet-spawn-cni-'));
     t = makeTestNetns('mgrcni');
-    writeConflist(
-      join(dir, 'net.d'),
-      firecrackerConflist({ subnet: '198.18.61.0/24', bridge, dataDir: join(dir, 'ipam'), ipMasq: false }),
-    );
     m = await NetworkManager.open({
       stateDir: join(dir, 'state'),
       netns: `/run/netns/${t.name}`,
       defaultNetwork: 'fc',
-      networks: {
-        fc: {
-          mode: 'cni',
-          cni: {
-            network: 'fcnet',
-            confDir: join(dir, 'net.d'),
-            cacheDir: join(dir, 'cache'),
-            netnsPrefix: prefix,
-          },
-        },
-      },
+      networks: firecrackerCniNetworks(dir, {
+        subnet: '198.18.61.0/24',
+        bridge,
+        netnsPrefix: prefix,
+        ipMasq: false,
+      }),
     });
   });
   after(async () => {

@@ -12,7 +12,6 @@ import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { isTapnetError } from '../../src/errors.js';
-import { firecrackerConflist, writeConflist } from '../../src/manager/cni-conflist.js';
 import type { ManagerConfigInput } from '../../src/manager/config.js';
 import { NetworkManager } from '../../src/manager/manager.js';
 import type { NetworkInfo } from '../../src/manager/types.js';
@@ -20,6 +19,7 @@ import { deleteLink, getLink } from '../../src/net/link.js';
 import { closeTapFds, openTap } from '../../src/net/tap.js';
 import { NetlinkSocket } from '../../src/netlink/socket.js';
 import { collectStats, StatsReader, vmStats } from '../../src/observe/vmstats.js';
+import { firecrackerCniNetworks } from '../helpers/cni-network.js';
 import { arpRequest, ethernet, ipv4Udp } from '../helpers/packets.js';
 import { makeTestNetns, privSkipReason, type TestNetns } from '../helpers/priv.js';
 
@@ -228,24 +228,10 @@ describe('stats in CNI mode: the TAP inside the VM’s namespace', { skip: cniSk
   const host = cniSkip ? undefined : NetlinkSocket.open();
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tapnet-stats-cni-'));
-    writeConflist(
-      join(dir, 'net.d'),
-      firecrackerConflist({ subnet: '198.18.31.0/24', bridge, dataDir: join(dir, 'ipam') }),
-    );
     m = await NetworkManager.open({
       stateDir: join(dir, 'state'),
       defaultNetwork: 'fc',
-      networks: {
-        fc: {
-          mode: 'cni',
-          cni: {
-            network: 'fcnet',
-            confDir: join(dir, 'net.d'),
-            cacheDir: join(dir, 'cache'),
-            netnsPrefix: bridge,
-          },
-        },
-      },
+      networks: firecrackerCniNetworks(dir, { subnet: '198.18.31.0/24', bridge, netnsPrefix: bridge }),
     });
   });
   after(async () => {
