@@ -9,15 +9,16 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { FAULT_POINTS } from '../../src/manager/faults.js';
 import { deleteLink } from '../../src/net/link.js';
 import { checkInvariants } from '../helpers/invariants.js';
 import { privSkipReason } from '../helpers/priv.js';
 import {
   assertQuiet,
   type Backend,
+  CNI_FAULT_POINTS,
   checkConnectivity,
   cniEnv,
+  DIRECT_FAULT_POINTS,
   directEnv,
   openManager,
   printFigures,
@@ -32,19 +33,6 @@ import {
 const skip = privSkipReason();
 const cniSkip =
   skip ?? (existsSync('/usr/lib/cni/bridge') ? undefined : 'containernetworking-plugins is not installed');
-
-const DIRECT_POINTS = FAULT_POINTS.filter((p) => !p.startsWith('cni-') && p !== 'ensure:cni-before-record');
-const CNI_POINTS = [
-  'ensure:locked',
-  'cni-add:after-netns',
-  'cni-add:after-add',
-  'ensure:cni-before-record',
-  'ensure:after-record',
-  'release:marked',
-  'cni-del:after-del',
-  'release:after-record',
-  'reconcile:record',
-] as const;
 
 const figures = { faultKills: 0, randomKills: 0, cliKills: 0, repairs: 0, checks: 0 };
 
@@ -132,8 +120,8 @@ describe('crash injection (fast): direct mode, bridge + routed', { skip }, () =>
     printFigures('torture-fast-crash', figures);
   });
 
-  it(`kill -9 at each of the ${DIRECT_POINTS.length} fault points of ensure, repair, release and reconcile`, async () => {
-    for (const point of DIRECT_POINTS) await killAt(env, 'files', point);
+  it(`kill -9 at each of the ${DIRECT_FAULT_POINTS.length} fault points of ensure, repair, release and reconcile`, async () => {
+    for (const point of DIRECT_FAULT_POINTS) await killAt(env, 'files', point);
     assert.ok((await survivorsAnswer(env, 'files')) > 0, 'some VMs survived to be checked');
   });
 
@@ -177,8 +165,8 @@ describe('crash injection (fast): CNI mode, bridge → tc-redirect-tap', { skip:
   });
   after(() => env?.destroy());
 
-  it(`kill -9 at each of ${CNI_POINTS.length} fault points of CNI ensure, release and reconcile`, async () => {
-    for (const point of CNI_POINTS) {
+  it(`kill -9 at each of ${CNI_FAULT_POINTS.length} fault points of CNI ensure, release and reconcile`, async () => {
+    for (const point of CNI_FAULT_POINTS) {
       const n = point.startsWith('reconcile:') ? 1 : 1 + rnd(2);
       const r = await runWorker(
         {

@@ -13,8 +13,10 @@ import { checkInvariants } from '../helpers/invariants.js';
 import { privSkipReason } from '../helpers/priv.js';
 import {
   assertQuiet,
+  CNI_FAULT_POINTS,
   checkConnectivity,
   cniEnv,
+  DIRECT_FAULT_POINTS,
   directEnv,
   haveDaemon,
   openManager,
@@ -31,19 +33,7 @@ import {
 const KILLS = Number(process.env.TORTURE_KILLS ?? 2000);
 const skip = privSkipReason();
 const haveCni = existsSync('/usr/lib/cni/bridge');
-const CNI_OK = new Set([
-  'ensure:locked',
-  'cni-add:after-netns',
-  'cni-add:after-add',
-  'ensure:cni-before-record',
-  'ensure:after-record',
-  'release:marked',
-  'cni-del:after-del',
-  'release:after-record',
-  'reconcile:record',
-  'reconcile:after-networks',
-  'reconcile:before-leases',
-]);
+const CNI_OK = new Set<string>([...CNI_FAULT_POINTS, 'reconcile:after-networks', 'reconcile:before-leases']);
 
 describe(`crash injection: ${KILLS} kills`, { skip }, () => {
   const envs: { env: TortureEnv; name: string; cni: boolean }[] = [];
@@ -111,11 +101,9 @@ describe(`crash injection: ${KILLS} kills`, { skip }, () => {
         await Promise.all(calls);
         f.daemonKills++;
       } else if (dice < 0.55) {
-        const points = FAULT_POINTS.filter((p) =>
-          e.cni
-            ? CNI_OK.has(p)
-            : !p.startsWith('cni-') && p !== 'ensure:cni-before-record' && p !== 'repair:after-tap',
-        );
+        const points = e.cni
+          ? FAULT_POINTS.filter((p) => CNI_OK.has(p))
+          : DIRECT_FAULT_POINTS.filter((p) => p !== 'repair:after-tap');
         const point = points[rnd(points.length)]!;
         const r = await runWorker(
           {

@@ -15,6 +15,7 @@ import { DaemonClient } from '../../src/daemon/client.js';
 import { toTapnetError } from '../../src/errors.js';
 import { firecrackerConflist, writeConflist } from '../../src/manager/cni-conflist.js';
 import type { ManagerConfigInput } from '../../src/manager/config.js';
+import { FAULT_POINTS } from '../../src/manager/faults.js';
 import { type ManagerOptions, NetworkManager } from '../../src/manager/manager.js';
 import { repairCount } from '../../src/manager/report.js';
 import { deleteLink, findLink } from '../../src/net/link.js';
@@ -339,6 +340,24 @@ export function arpThrough(fd: number, mac: string, ip: string, target: string):
 }
 
 export { repairCount };
+
+/** Fault points a direct-mode VM passes (ensure, repair, release, reconcile). */
+export const DIRECT_FAULT_POINTS = FAULT_POINTS.filter(
+  (p) => !p.startsWith('cni-') && p !== 'ensure:cni-before-record',
+);
+
+/** Fault points a CNI-mode VM passes in ensure, release and reconcile. */
+export const CNI_FAULT_POINTS = [
+  'ensure:locked',
+  'cni-add:after-netns',
+  'cni-add:after-add',
+  'ensure:cni-before-record',
+  'ensure:after-record',
+  'release:marked',
+  'cni-del:after-del',
+  'release:after-record',
+  'reconcile:record',
+] as const;
 
 /** A reconcile that finds nothing to do (asserted): the state is a fixed point. */
 export async function assertQuiet(m: NetworkManager): Promise<void> {
