@@ -80,7 +80,10 @@ async function throughDaemon(
   const configFile = join(dir, 'config.json');
   writeFileSync(configFile, JSON.stringify({ ...config, api: { socket }, log: { level: 'info' } }));
   const logFd = openSync(join(dir, 'daemon.log'), 'a');
-  const daemon = spawn(process.execPath, [CLI, '--config', configFile, 'serve'], {
+  // TAPNET_BENCH_CPU_PROF=<dir>: a V8 CPU profile of the daemon under the load (docs/BENCHMARKS.md, API).
+  const prof = process.env.TAPNET_BENCH_CPU_PROF;
+  const flags = prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : [];
+  const daemon = spawn(process.execPath, [...flags, CLI, '--config', configFile, 'serve'], {
     stdio: ['ignore', logFd, logFd],
   });
   closeSync(logFd);
